@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 
@@ -193,11 +195,38 @@ def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return batch
 
 
+class RandomAffine(nn.Module):
+    """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount.
+
+    torchvision's `v2.RandomAffine` draws one transform per call, which would move a whole batch alike.
+    """
+
+    def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1) -> None:
+        super().__init__()
+        self.degrees, self.translate, self.scale = degrees, translate, scale
+
+    def forward(self, images: Tensor) -> Tensor:
+        size = len(images)
+
+        def uniform(bound: float) -> Tensor:
+            return (torch.rand(size, device=images.device) * 2 - 1) * bound
+
+        angle = uniform(math.radians(self.degrees))
+        zoom = 1 + uniform(self.scale)
+        cos, sin = angle.cos() / zoom, angle.sin() / zoom
+        shift_x, shift_y = uniform(2 * self.translate), uniform(2 * self.translate)  # grid spans [-1, 1]
+        theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
+        return F.grid_sample(images - background, grid, align_corners=False) + background
+
+
 class MNISTAdderDataModule(L.LightningDataModule):
     """Paired MNIST: 55k training and 5k validation images from the official training set, 10k test.
 
     The validation split and the validation and test pairs are fixed by `eval_seed`, so every run is
-    scored on the same samples; training pairs are redrawn every epoch from `seed`.
+    scored on the same samples; training pairs are redrawn every epoch from `seed`. `augment` holds the
+    `RandomAffine` arguments applied to training batches, on their device, or None for no augmentation.
     """
 
     def __init__(
@@ -208,6 +237,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
         val_size: int = 5_000,
         seed: int = 0,
         eval_seed: int = 0,
+        augment: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -215,6 +245,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}")
         self.save_hyperparameters()
+        self.augment = RandomAffine(**augment) if augment else None
         self.train_set: PairedDigits | None = None
         self.val_set: PairedDigits | None = None
         self.test_set: PairedDigits | None = None
@@ -251,3 +282,9 @@ class MNISTAdderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            image, *rest = batch
+            batch = (self.augment(image), *rest)
+        return batch

@@ -1,6 +1,6 @@
 """Plain `nn.Module`s: a digit backbone, sum heads, and `AdderNet` that joins them. No Lightning here.
 
-    net = AdderNet(CompactCNN(width=32), LearnedSumHead(hidden=128))
+    net = AdderNet(CompactCNN(width=16), LearnedSumHead(hidden=128))
     digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19)
 """
 
@@ -24,21 +24,24 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 class CompactCNN(nn.Module):
     """(B, 1, 28, 28) float32 images -> (B, 10) digit logits.
 
-    Three 3x3 conv-BN-ReLU stages of `width`, 2*`width` and 4*`width` channels at 28, 14 and 7 pixels,
-    then global average pooling and a linear layer. width=32 has 94k parameters.
+    Five 3x3 conv-BN-ReLU layers: one of `width` channels at 28 pixels, two of 2*`width` at 14, two of
+    4*`width` at 7, each stage closed by 2x2 max-pooling; then a linear layer over the 3x3 map, which keeps
+    where the strokes are (global average pooling lost a point of accuracy). width=16 has 75k parameters.
     """
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             *conv_bn_relu(1, width),
             nn.MaxPool2d(2),
             *conv_bn_relu(width, 2 * width),
+            *conv_bn_relu(2 * width, 2 * width),
             nn.MaxPool2d(2),
             *conv_bn_relu(2 * width, 4 * width),
-            nn.AdaptiveAvgPool2d(1),
+            *conv_bn_relu(4 * width, 4 * width),
+            nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(4 * width, NUM_DIGITS),
+            nn.Linear(4 * width * 3 * 3, NUM_DIGITS),
         )
 
     def forward(self, image: Tensor) -> Tensor:

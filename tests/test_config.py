@@ -1,0 +1,81 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+
+from mnist_adder.data import MNISTAdderDataModule
+from mnist_adder.module import MNISTAdderModule
+from mnist_adder.train import PROJECT_ROOT, train
+from tests.conftest import compose_train
+
+MODELS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
+TRAINERS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "trainer").glob("*.yaml"))
+NEEDS_GPU = {"gpu", "ddp"}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trainer):
+    cfg = compose_train(tmp_path, f"model={model}", f"trainer={trainer}")
+    assert isinstance(hydra.utils.instantiate(cfg.model), MNISTAdderModule)
+    assert isinstance(hydra.utils.instantiate(cfg.data), MNISTAdderDataModule)
+    callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values()]
+    logger = hydra.utils.instantiate(cfg.logger)
+    if trainer in NEEDS_GPU and not torch.cuda.is_available():
+        pytest.skip(f"trainer={trainer} needs a GPU")
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    assert isinstance(trainer, L.Trainer)
+
+
+def test_adder_config_trains_on_sums_alone(tmp_path):
+    assert compose_train(tmp_path, "model=adder").model.digit_loss_weight == 0
+
+
+def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
+    cfg = compose_train(tmp_path, "trainer=cpu", "trainer.max_epochs=2", "data.batch_size=64")
+    metrics = train(cfg)
+    for name in ("val/sum_acc_best", "test/digit_acc", "test/sum_acc", "train/loss", "fit_seconds"):
+        assert name in metrics
+    assert 0 <= metrics["test/sum_acc"] <= 1
+    assert metrics["parameters"] == sum(p.numel() for p in hydra.utils.instantiate(cfg.model).parameters())
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_adder.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_unknown_model_gets_hydras_error(tmp_path):
+    result = run_cli("model=nope", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mistyped_key_gets_hydras_error(tmp_path):
+    result = run_cli("trainer.max_epoch=3", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "max_epoch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_is_one_line_before_training(tmp_path):
+    result = run_cli("ckpt_path=/no/such.ckpt", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: ckpt_path /no/such.ckpt is not a file: give a .ckpt file, 'last' or null"
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_unwritable_data_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli(f"paths.data_dir={blocker}", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: data_dir {blocker} is not a writable folder")
+    assert "Traceback" not in result.stderr

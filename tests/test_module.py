@@ -1,0 +1,61 @@
+import lightning as L
+import pytest
+import torch
+
+from mnist_adder.module import MNISTAdderModule
+from tests.conftest import synthetic_mnist
+
+NET = {
+    "_target_": "mnist_adder.nets.AdderNet",
+    "backbone": {"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
+    "sum_head": {"_target_": "mnist_adder.nets.LearnedSumHead", "hidden": 16},
+}
+
+
+def batch(digits=None):
+    images, labels = synthetic_mnist(8)
+    images = images.unsqueeze(1).float() / 255
+    digits = labels if digits is None else digits
+    numbers = torch.arange(8) % 10
+    return images, numbers, digits, labels + numbers
+
+
+def loss_of(module, batch):
+    torch.manual_seed(0)
+    module.train()
+    return module.model_step(batch, "train")
+
+
+def test_sum_only_training_never_reads_digit_labels():
+    module = MNISTAdderModule(NET, digit_loss_weight=0.0)
+    right, wrong = batch(), batch(digits=torch.zeros(8, dtype=torch.long))
+    assert loss_of(module, right) == loss_of(module, wrong)
+
+
+def test_dual_training_uses_digit_labels():
+    module = MNISTAdderModule(NET, digit_loss_weight=1.0)
+    assert loss_of(module, batch()) != loss_of(module, batch(digits=torch.zeros(8, dtype=torch.long)))
+
+
+def test_sum_only_model_reads_its_digit_from_its_sum():
+    module = MNISTAdderModule(NET, digit_loss_weight=0.0)
+    sum_logits = torch.nn.functional.one_hot(torch.tensor([12, 3, 0]), 19).float()
+    digit, total = module.predictions(torch.randn(3, 10), sum_logits, torch.tensor([5, 3, 0]))
+    assert digit.tolist() == [7, 0, 0] and total.tolist() == [12, 3, 0]
+
+
+@pytest.mark.parametrize("digit_loss_weight", [1.0, 0.0])
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, digit_loss_weight):
+    module = MNISTAdderModule(NET, digit_loss_weight=digit_loss_weight)
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    loader = torch.utils.data.DataLoader([batch()], batch_size=None)
+    trainer.fit(module, train_dataloaders=loader)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    loaded = MNISTAdderModule.load_from_checkpoint(path)  # no config at hand
+    images, numbers, _, _ = batch()
+    module.eval(), loaded.eval()
+    for expected, actual in zip(module(images, numbers), loaded(images, numbers), strict=True):
+        assert torch.equal(expected, actual)
+    assert loaded.hparams.digit_loss_weight == digit_loss_weight

@@ -1,0 +1,27 @@
+import torch
+
+from mnist_adder.nets import AdderNet, CompactCNN, LearnedSumHead
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_compact_backbone_gives_digit_logits_with_about_100k_parameters():
+    backbone = CompactCNN(width=16)
+    assert backbone(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert count(backbone) <= 100_000
+
+
+def test_learned_sum_head_gives_19_logits_that_depend_on_the_number():
+    head = LearnedSumHead(hidden=16)
+    digit_logits = torch.randn(3, 10)
+    low, high = head(digit_logits, torch.tensor([0, 0, 0])), head(digit_logits, torch.tensor([9, 9, 9]))
+    assert low.shape == (3, 19)
+    assert not torch.allclose(low, high)
+
+
+def test_adder_net_returns_both_heads():
+    net = AdderNet(CompactCNN(width=8), LearnedSumHead(hidden=16))
+    digit_logits, sum_logits = net(torch.randn(5, 1, 28, 28), torch.arange(5))
+    assert digit_logits.shape == (5, 10) and sum_logits.shape == (5, 19)
