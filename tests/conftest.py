@@ -29,5 +29,7 @@ def fake_mnist(monkeypatch) -> None:
     """Replace the MNIST files with small synthetic sets: 600 training and 200 test images."""
     monkeypatch.setattr(mnist_adder.data, "fetch_mnist", lambda data_dir: None)
     monkeypatch.setattr(
-        mnist_adder.data, "load_mnist", lambda data_dir, train: synthetic_mnist(600 if train else 200, int(train))
+        mnist_adder.data,
+        "load_mnist",
+        lambda data_dir, train: synthetic_mnist(600 if train else 200, int(train)),
     )

@@ -36,7 +36,9 @@ def test_adder_config_trains_on_sums_alone(tmp_path):
 
 
 def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
-    cfg = compose_train(tmp_path, "trainer=cpu", "trainer.max_epochs=2", "data.batch_size=64")
+    cfg = compose_train(
+        tmp_path, "trainer=cpu", "trainer.max_epochs=2", "data.batch_size=64", "data.val_size=100"
+    )
     metrics = train(cfg)
     for name in ("val/sum_acc_best", "test/digit_acc", "test/sum_acc", "train/loss", "fit_seconds"):
         assert name in metrics
@@ -48,7 +50,11 @@ def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_adder.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mnist_adder.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -68,7 +74,10 @@ def test_mistyped_key_gets_hydras_error(tmp_path):
 def test_missing_checkpoint_is_one_line_before_training(tmp_path):
     result = run_cli("ckpt_path=/no/such.ckpt", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: ckpt_path /no/such.ckpt is not a file: give a .ckpt file, 'last' or null"
+    assert (
+        result.stderr.strip()
+        == "error: ckpt_path /no/such.ckpt is not a file: give a .ckpt file, 'last' or null"
+    )
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -77,5 +86,9 @@ def test_unwritable_data_dir_is_one_line(tmp_path):
     blocker.write_text("")
     result = run_cli(f"paths.data_dir={blocker}", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: data_dir {blocker} is not a writable folder")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: data_dir {blocker} is not a writable folder")
+    )
     assert "Traceback" not in result.stderr

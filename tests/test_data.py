@@ -69,7 +69,9 @@ def test_datamodule_split_and_evaluation_pairs_are_fixed(fake_mnist):
         first, second = getattr(a, split), getattr(b, split)
         assert torch.equal(first.images, second.images)
         assert torch.equal(first.numbers(), second.numbers())
-    assert not torch.equal(a.train_set.numbers(), b.train_set.numbers())  # the run's seed draws training pairs
+    assert not torch.equal(
+        a.train_set.numbers(), b.train_set.numbers()
+    )  # the run's seed draws training pairs
     batch = next(iter(a.train_dataloader()))
     assert batch[0].shape == (256, 1, 28, 28)
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mnist_adder.nets import AdderNet, CompactCNN, LearnedSumHead
@@ -25,3 +26,14 @@ def test_adder_net_returns_both_heads():
     net = AdderNet(CompactCNN(width=8), LearnedSumHead(hidden=16))
     digit_logits, sum_logits = net(torch.randn(5, 1, 28, 28), torch.arange(5))
     assert digit_logits.shape == (5, 10) and sum_logits.shape == (5, 19)
+
+
+def test_sum_head_reads_probabilities_or_raw_logits():
+    digit_logits, number = torch.randn(3, 10), torch.tensor([1, 2, 3])
+    probs, logits = LearnedSumHead(hidden=8), LearnedSumHead(hidden=8, digit_input="logits")
+    logits.load_state_dict(probs.state_dict())
+    # Probabilities ignore a shift of all logits; raw logits do not.
+    assert torch.allclose(probs(digit_logits + 5, number), probs(digit_logits, number), atol=1e-6)
+    assert not torch.allclose(logits(digit_logits + 5, number), logits(digit_logits, number))
+    with pytest.raises(ValueError, match="digit_input must be"):
+        LearnedSumHead(digit_input="argmax")
