@@ -91,9 +91,11 @@ class MNISTAdderModule(L.LightningModule):
         if self.supervises_digit:
             digit_loss = F.cross_entropy(digit_logits, digit)
             loss = loss + self.hparams.digit_loss_weight * digit_loss
-            self.log(f"{stage}/digit_loss", digit_loss, on_step=False, on_epoch=True)
-        self.log(f"{stage}/sum_loss", sum_loss, on_step=False, on_epoch=True)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "train")
+            self.log(f"{stage}/digit_loss", digit_loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"{stage}/sum_loss", sum_loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, prog_bar=stage == "train"
+        )
 
         metrics = getattr(self, f"{stage}_metrics")
         digit_pred, total_pred = self.predictions(digit_logits.detach(), sum_logits.detach(), number)

@@ -55,12 +55,14 @@ class LearnedSumHead(nn.Module):
 
     An MLP over [digit representation, one-hot(number)]; nothing adds the argmax to the number, so it
     must learn the addition table. The representation is `digit_input`:
-    - "probs", softmax(digit logits): the best head when digits are supervised too;
-    - "logits", the raw logits: learns far faster from sums alone, where near-uniform probabilities
-      at the start carry almost no signal (98.1 % against 63.7 % test sum accuracy after 2 epochs).
+    - "logits", the raw digit logits: learns far faster, above all from sums alone, where near-uniform
+      probabilities at the start carry almost no signal (sum-only: 98.1 % test sum accuracy after
+      2 epochs, against 63.7 % with "probs"; dual, 15 epochs: 99.60 % best validation sum accuracy,
+      against 99.44 %);
+    - "probs", softmax(digit logits): the head sees only the digit's distribution.
     """
 
-    def __init__(self, hidden: int = 128, digit_input: Literal["probs", "logits"] = "probs") -> None:
+    def __init__(self, hidden: int = 128, digit_input: Literal["probs", "logits"] = "logits") -> None:
         super().__init__()
         if digit_input not in ("probs", "logits"):
             raise ValueError(f"digit_input must be 'probs' or 'logits', got {digit_input!r}")

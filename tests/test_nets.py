@@ -30,7 +30,10 @@ def test_adder_net_returns_both_heads():
 
 def test_sum_head_reads_probabilities_or_raw_logits():
     digit_logits, number = torch.randn(3, 10), torch.tensor([1, 2, 3])
-    probs, logits = LearnedSumHead(hidden=8), LearnedSumHead(hidden=8, digit_input="logits")
+    probs, logits = (
+        LearnedSumHead(hidden=8, digit_input="probs"),
+        LearnedSumHead(hidden=8, digit_input="logits"),
+    )
     logits.load_state_dict(probs.state_dict())
     # Probabilities ignore a shift of all logits; raw logits do not.
     assert torch.allclose(probs(digit_logits + 5, number), probs(digit_logits, number), atol=1e-6)
