@@ -77,6 +77,76 @@ class LearnedSumHead(nn.Module):
         return self.layers(torch.cat([digit, number_one_hot], dim=1))
 
 
+class ExactSumHead(nn.Module):
+    """(B, 10) digit logits and (B,) int64 numbers -> (B, 19) sum log-probabilities, with no parameters.
+
+    P(sum = s) = P(digit = s - number): the digit distribution shifted by the number, a differentiable
+    adder. Impossible sums get log-probability -inf. Trained on sums alone, it teaches the backbone the
+    digits without a digit label. Not for label smoothing, which would put weight on impossible sums.
+    """
+
+    def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
+        log_probs = digit_logits.log_softmax(dim=1)
+        sums = number[:, None] + torch.arange(NUM_DIGITS, device=number.device)
+        impossible = log_probs.new_full((len(number), NUM_SUMS), float("-inf"))
+        return impossible.scatter(1, sums, log_probs)
+
+
+class SeedCNN(nn.Module):
+    """The published reference backbone, copied: (B, 1, 28, 28) -> (B, 10) digit values, 6,379,786 parameters.
+
+    Convs 1->32->64 (3x3, pad 1), max-pool, 64->128->256 (pad 1), max-pool, 256->512->1024 (no pad), then
+    1024->10 (3x3, no pad) down to 1x1. ReLU follows every conv but the last. No BatchNorm.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def conv(in_channels: int, out_channels: int, padding: int) -> list[nn.Module]:
+            return [nn.Conv2d(in_channels, out_channels, 3, padding=padding), nn.ReLU(inplace=True)]
+
+        self.layers = nn.Sequential(
+            *conv(1, 32, 1),
+            *conv(32, 64, 1),
+            nn.MaxPool2d(2),
+            *conv(64, 128, 1),
+            *conv(128, 256, 1),
+            nn.MaxPool2d(2),
+            *conv(256, 512, 0),
+            *conv(512, 1024, 0),
+            nn.Conv2d(1024, NUM_DIGITS, 3),
+            nn.Flatten(),
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.layers(image)
+
+
+class SeedAdderHead(nn.Module):
+    """The published sum-only reference head, copied: [10 digit values, one-hot(number)] -> (B, 20).
+
+    fc1 Linear(20, 200), fc2 Linear(200, 400), fc3 Linear(400, 800), with ReLU, then fc4 Linear(800, 20,
+    bias=False). 20 outputs for 19 possible sums, as published: the sum is the argmax over all 20, so
+    predicting the 20th is a miss.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(2 * NUM_DIGITS, 200),
+            nn.ReLU(inplace=True),
+            nn.Linear(200, 400),
+            nn.ReLU(inplace=True),
+            nn.Linear(400, 800),
+            nn.ReLU(inplace=True),
+            nn.Linear(800, 20, bias=False),
+        )
+
+    def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
+        number_one_hot = F.one_hot(number, NUM_DIGITS).to(digit_logits.dtype)
+        return self.layers(torch.cat([digit_logits, number_one_hot], dim=1))
+
+
 class AdderNet(nn.Module):
     """(B, 1, 28, 28) images and (B,) numbers in 0..9 -> (B, 10) digit logits and (B, 19) sum logits."""
 

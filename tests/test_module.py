@@ -6,7 +6,6 @@ from mnist_adder.module import MNISTAdderModule
 from tests.conftest import synthetic_mnist
 
 NET = {
-    "_target_": "mnist_adder.nets.AdderNet",
     "backbone": {"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
     "sum_head": {"_target_": "mnist_adder.nets.LearnedSumHead", "hidden": 16},
 }
@@ -27,26 +26,28 @@ def loss_of(module, batch):
 
 
 def test_sum_only_training_never_reads_digit_labels():
-    module = MNISTAdderModule(NET, digit_loss_weight=0.0)
+    module = MNISTAdderModule(**NET, digit_loss_weight=0.0)
     right, wrong = batch(), batch(digits=torch.zeros(8, dtype=torch.long))
     assert loss_of(module, right) == loss_of(module, wrong)
 
 
 def test_dual_training_uses_digit_labels():
-    module = MNISTAdderModule(NET, digit_loss_weight=1.0)
+    module = MNISTAdderModule(**NET, digit_loss_weight=1.0)
     assert loss_of(module, batch()) != loss_of(module, batch(digits=torch.zeros(8, dtype=torch.long)))
 
 
 def test_sum_only_model_reads_its_digit_from_its_sum():
-    module = MNISTAdderModule(NET, digit_loss_weight=0.0)
+    module = MNISTAdderModule(**NET, digit_loss_weight=0.0)
     sum_logits = torch.nn.functional.one_hot(torch.tensor([12, 3, 0]), 19).float()
     digit, total = module.predictions(torch.randn(3, 10), sum_logits, torch.tensor([5, 3, 0]))
     assert digit.tolist() == [7, 0, 0] and total.tolist() == [12, 3, 0]
+    impossible, _ = module.predictions(torch.randn(1, 10), sum_logits[:1], torch.tensor([1]))
+    assert impossible.tolist() == [11]  # counted as a miss, not clamped to 9
 
 
 @pytest.mark.parametrize("digit_loss_weight", [1.0, 0.0])
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, digit_loss_weight):
-    module = MNISTAdderModule(NET, digit_loss_weight=digit_loss_weight)
+    module = MNISTAdderModule(**NET, digit_loss_weight=digit_loss_weight)
     trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     loader = torch.utils.data.DataLoader([batch()], batch_size=None)
     trainer.fit(module, train_dataloaders=loader)

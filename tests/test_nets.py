@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnist_adder.nets import AdderNet, CompactCNN, LearnedSumHead
+from mnist_adder.nets import AdderNet, CompactCNN, ExactSumHead, LearnedSumHead, SeedAdderHead, SeedCNN
 
 
 def count(module):
@@ -40,3 +40,30 @@ def test_sum_head_reads_probabilities_or_raw_logits():
     assert not torch.allclose(logits(digit_logits + 5, number), logits(digit_logits, number))
     with pytest.raises(ValueError, match="digit_input must be"):
         LearnedSumHead(digit_input="argmax")
+
+
+def test_exact_head_is_the_digit_distribution_shifted_by_the_number():
+    digit_logits, number = torch.randn(4, 10), torch.tensor([0, 3, 9, 5])
+    sum_probs = ExactSumHead()(digit_logits, number).softmax(dim=1)
+    digit_probs = digit_logits.softmax(dim=1)
+    for row, n in enumerate(number.tolist()):
+        assert torch.allclose(sum_probs[row, n : n + 10], digit_probs[row])
+        assert sum_probs[row].sum() == pytest.approx(1.0)
+    assert list(ExactSumHead().parameters()) == []
+
+
+def test_exact_head_passes_gradients_from_the_sum_to_the_digits():
+    digit_logits = torch.randn(2, 10, requires_grad=True)
+    sum_logits = ExactSumHead()(digit_logits, torch.tensor([2, 7]))
+    torch.nn.functional.cross_entropy(sum_logits, torch.tensor([5, 16])).backward()
+    assert torch.isfinite(digit_logits.grad).all() and digit_logits.grad.abs().sum() > 0
+
+
+def test_seed_nets_copy_the_published_parameter_counts_and_shapes():
+    dual = AdderNet(SeedCNN(), LearnedSumHead(hidden=128, digit_input="logits"))
+    adder = AdderNet(SeedCNN(), SeedAdderHead())
+    assert count(dual) == 6_384_925
+    assert count(adder) == 6_801_186
+    image, number = torch.randn(2, 1, 28, 28), torch.tensor([1, 8])
+    assert [tuple(out.shape) for out in dual(image, number)] == [(2, 10), (2, 19)]
+    assert [tuple(out.shape) for out in adder(image, number)] == [(2, 10), (2, 20)]
