@@ -152,11 +152,12 @@ class PairedDigits(Dataset):
 
     A sample is `(image, number, digit, total)`: image (1, 28, 28) float32 normalised, number, digit and
     total = digit + number int64 scalars. The number of sample i is `pair_numbers(seed, epoch)[i]`, so it
-    depends on (seed, epoch, index) only: not on workers, batch order or device count. A training set calls
-    `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0, the same pairs every run.
+    depends on (seed, epoch, index) only: not on workers, batch order or device count. For a training set,
+    `MNISTAdderModule` calls `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0,
+    the same pairs every run.
 
     Indexing with a list of indices returns a whole batch at once (`__getitems__`), so the DataLoader does
-    no per-sample work; use `collate=keep_batch`.
+    no per-sample work; give it `collate_fn=keep_batch`.
     """
 
     def __init__(self, images: Tensor, digits: Tensor, seed: int) -> None:

@@ -67,7 +67,10 @@ class MNISTAdderModule(L.LightningModule):
         return self.hparams.digit_loss_weight > 0
 
     def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 1, 28, 28) float32 images and (B,) int64 numbers -> (B, 10) digit and (B, 19) sum logits."""
+        """(B, 1, 28, 28) float32 images and (B,) int64 numbers -> (B, 10) digit and (B, 19) sum logits.
+
+        The published sum-only head (`SeedAdderHead`) gives 20 sum logits; the 20th is never right.
+        """
         return self.net(image.contiguous(memory_format=torch.channels_last), number)
 
     def predictions(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:

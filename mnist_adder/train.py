@@ -10,6 +10,7 @@ lightning_logs/, named after its overrides.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -67,6 +68,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @rank_zero_only
 def report(metrics: dict[str, float], log_dir: str | None) -> None:
+    """Log the final table, and keep the metrics in log_dir/metrics.json for `mnist_adder.results`."""
+    if log_dir:
+        (Path(log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 

@@ -1,0 +1,34 @@
+import json
+
+import pytest
+import yaml
+
+from mnist_adder import results
+
+
+def fake_run(folder, overrides, digit_acc, sum_acc):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    metrics = {
+        "test/digit_acc": digit_acc,
+        "test/sum_acc": sum_acc,
+        "fit_seconds": 120.0,
+        "parameters": 80589,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, capsys):
+    fake_run(tmp_path / "a", ["model=dual", "seed=1"], 0.995, 0.994)
+    fake_run(tmp_path / "b", ["model=dual", "seed=2"], 0.997, 0.996)
+    fake_run(tmp_path / "c", ["model=adder", "seed=1"], 0.990, 0.990)
+    results.main([str(tmp_path)])
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 4
+    assert rows[2].startswith("| `model=dual` | 2 | 99.60 ± 0.14 | 99.50 ± 0.14 | - | 2.00 ")
+    assert rows[3].startswith("| `model=adder` | 1 | 99.00 | 99.00 |")
+
+
+def test_a_folder_without_runs_is_one_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no metrics.json"):
+        results.main([str(tmp_path)])
