@@ -14,6 +14,7 @@ from tests.conftest import compose_train
 
 MODELS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
 TRAINERS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "trainer").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
 NEEDS_GPU = {"gpu", "ddp"}
 
 
@@ -33,6 +34,17 @@ def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trai
 
 def test_adder_config_trains_on_sums_alone(tmp_path):
     assert compose_train(tmp_path, "model=adder").model.digit_loss_weight == 0
+
+
+def test_a_sum_head_swaps_in_from_the_command_line(tmp_path):
+    cfg = compose_train(tmp_path, "model=adder", "model/sum_head=exact")
+    assert cfg.model.sum_head == {"_target_": "mnist_adder.nets.ExactSumHead"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
+    cfg = compose_train(tmp_path, f"experiment={experiment}")
+    assert isinstance(hydra.utils.instantiate(cfg.model), MNISTAdderModule)
 
 
 def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
