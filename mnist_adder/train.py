@@ -80,7 +80,7 @@ def report(metrics: dict[str, float], log_dir: str | None) -> None:
         ("test sum acc", percent("test/sum_acc")),
         ("best val sum acc", percent("val/sum_acc_best")),
         ("parameters", f"{metrics['parameters']:,}"),
-        ("training time", f"{metrics['fit_seconds']:.0f} s"),
+        ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
         ("log dir", str(log_dir)),
     ]
     log.info("\n" + "\n".join(f"{name:>18}  {value}" for name, value in rows))

@@ -1,0 +1,60 @@
+"""Test a checkpoint on the official 10k test set, with the same metrics as training.
+
+    python -m mnist_adder.eval ckpt_path=lightning_logs/model=adder/.../checkpoints/last.ckpt
+
+The checkpoint describes its own model, so no model override is needed. Results go to a new folder
+under lightning_logs/eval/.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_adder import UserError
+from mnist_adder.module import MNISTAdderModule
+from mnist_adder.train import report
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(
+            f"ckpt_path {ckpt_path} is not a file: give a .ckpt file written by mnist_adder.train"
+        )
+    try:
+        return MNISTAdderModule.load_from_checkpoint(path, map_location="cpu")
+    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
+        reason = (str(error) or type(error).__name__).splitlines()[0]
+        raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the checkpoint `cfg.ckpt_path` and return its test metrics."""
+    model = load_checkpoint(cfg.ckpt_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=hydra.utils.instantiate(cfg.logger))
+    trainer.test(model, datamodule=datamodule)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    report(metrics, log_dir=trainer.log_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

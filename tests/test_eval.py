@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize
+
+from mnist_adder import UserError
+from mnist_adder.eval import evaluate, load_checkpoint
+from mnist_adder.train import train
+from tests.conftest import compose_train
+
+
+def compose_eval(tmp_path, *overrides: str):
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose("eval", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
+    run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
+    cfg = compose_train(run_dir, "model=adder", "trainer.max_epochs=1", "data.val_size=100", "test=false")
+    train(cfg)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    metrics = evaluate(compose_eval(eval_dir, f"ckpt_path={ckpt}", "data.val_size=100"))
+    assert 0 <= metrics["test/digit_acc"] <= 1 and 0 <= metrics["test/sum_acc"] <= 1
+    assert "test/digit_loss" not in metrics  # evaluated as the sum-only model it is
+    assert (eval_dir / "metrics.json").is_file()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    with pytest.raises(UserError, match="is not an mnist-adder checkpoint"):
+        load_checkpoint(str(text))
+    with pytest.raises(UserError, match="is not a file"):
+        load_checkpoint(str(tmp_path / "missing.ckpt"))
+
+
+def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_adder.eval",
+            f"ckpt_path={tmp_path}/none.ckpt",
+            f"paths.log_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: ckpt_path {tmp_path}/none.ckpt is not a file")
