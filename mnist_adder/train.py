@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values()]
+    callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 

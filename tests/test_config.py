@@ -104,3 +104,18 @@ def test_unwritable_data_dir_is_one_line(tmp_path):
         .startswith(f"error: data_dir {blocker} is not a writable folder")
     )
     assert "Traceback" not in result.stderr
+
+
+def test_fast_dev_run_writes_no_checkpoints_or_events(tmp_path, fake_mnist):
+    cfg = compose_train(tmp_path, "debug=fdr", "data.val_size=100")
+    assert cfg.paths.log_dir != compose_train(tmp_path).paths.log_dir  # lightning_logs/ is left alone
+    metrics = train(cfg)
+    assert "test/sum_acc" in metrics
+    assert not list(tmp_path.rglob("*.ckpt"))
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("debug", ["overfit", "limit"])
+def test_debug_configs_compose(tmp_path, debug):
+    cfg = compose_train(tmp_path, f"debug={debug}")
+    assert cfg.trainer.max_epochs >= 2
