@@ -103,3 +103,13 @@ def test_bad_loader_settings_are_rejected():
         MNISTAdderDataModule(batch_size=0)
     with pytest.raises(UserError, match="num_workers"):
         MNISTAdderDataModule(num_workers=-1)
+
+
+def test_random_affine_moves_each_image_its_own_way_and_keeps_the_background():
+    images = PairedDigits(*synthetic_mnist(1), seed=0)[0][0].expand(8, 1, 28, 28).clone()
+    assert torch.allclose(data.RandomAffine(degrees=0, translate=0, scale=0)(images), images, atol=1e-5)
+    moved = data.RandomAffine()(images)
+    assert moved.shape == images.shape
+    assert not torch.allclose(moved[0], moved[1])
+    blank = torch.full((2, 1, 28, 28), -data.MNIST_MEAN / data.MNIST_STD)
+    assert torch.allclose(data.RandomAffine(degrees=30)(blank), blank, atol=1e-5)
