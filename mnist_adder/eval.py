@@ -8,7 +8,6 @@ under lightning_logs/eval/.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from omegaconf import DictConfig
 from mnist_adder import UserError
 from mnist_adder.module import MNISTAdderModule
 from mnist_adder.train import report
-
-log = logging.getLogger(__name__)
 
 
 def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:

@@ -1,7 +1,10 @@
-"""Plain `nn.Module`s: a digit backbone, sum heads, and `AdderNet` that joins them. No Lightning here.
+"""Plain `nn.Module`s: digit backbones, sum heads, and `AdderNet` that joins them. No Lightning here.
 
-net = AdderNet(CompactCNN(width=16), LearnedSumHead(hidden=128))
-digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19)
+    net = AdderNet(CompactCNN(width=16), LearnedSumHead(hidden=128))
+    digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19)
+
+Backbones map (B, 1, 28, 28) images to (B, 10) digit logits; sum heads map those logits and (B,) numbers
+to sum logits. `SeedCNN` and `SeedAdderHead` copy the two published reference nets exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnist_adder.data import NUM_DIGITS, NUM_SUMS
+
+
+def with_number(digit: Tensor, number: Tensor) -> Tensor:
+    """(B, 10) digit representation and (B,) int64 numbers -> (B, 20) [digit, one-hot(number)]."""
+    return torch.cat([digit, F.one_hot(number, NUM_DIGITS).to(digit.dtype)], dim=1)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -73,8 +81,7 @@ class LearnedSumHead(nn.Module):
 
     def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
         digit = digit_logits.softmax(dim=1) if self.digit_input == "probs" else digit_logits
-        number_one_hot = F.one_hot(number, NUM_DIGITS).to(digit.dtype)
-        return self.layers(torch.cat([digit, number_one_hot], dim=1))
+        return self.layers(with_number(digit, number))
 
 
 class ExactSumHead(nn.Module):
@@ -143,8 +150,7 @@ class SeedAdderHead(nn.Module):
         )
 
     def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
-        number_one_hot = F.one_hot(number, NUM_DIGITS).to(digit_logits.dtype)
-        return self.layers(torch.cat([digit_logits, number_one_hot], dim=1))
+        return self.layers(with_number(digit_logits, number))
 
 
 class AdderNet(nn.Module):
