@@ -9,13 +9,14 @@ to sum logits. `SeedCNN` and `SeedAdderHead` copy the two published reference ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnist_adder.data import NUM_DIGITS, NUM_SUMS
+from mnist_adder.data import IMAGE_SHAPE, NUM_DIGITS, NUM_SUMS
 
 
 def with_number(digit: Tensor, number: Tensor) -> Tensor:
@@ -53,6 +54,32 @@ class CompactCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(4 * width * 3 * 3, NUM_DIGITS),
         )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.layers(image)
+
+
+class FastCNN(nn.Module):
+    """(B, 1, 28, 28) float32 images -> (B, 10) digit logits, for short runs on a CPU.
+
+    One 3x3 conv per stage, at 28, 14 and 7 pixels with `widths` channels, each followed by 2x2
+    max-pooling *before* BatchNorm and ReLU, so that those run on a quarter of the pixels: about twice as
+    fast to train as conv-BN-ReLU-pool. widths=(16, 32, 64): 29k parameters, 1.9M multiply-adds per image.
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64)) -> None:
+        super().__init__()
+        layers, channels = [], 1
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        size = IMAGE_SHAPE[1] >> len(widths)
+        self.layers = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * size * size, NUM_DIGITS))
 
     def forward(self, image: Tensor) -> Tensor:
         return self.layers(image)

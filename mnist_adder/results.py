@@ -23,13 +23,13 @@ def overrides_of(run_dir: Path) -> list[str]:
     return yaml.safe_load(path.read_text()) if path.is_file() else []
 
 
-def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0) -> str:
+def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0, digits: int = 2) -> str:
     values = [run[key] * scale for run in runs if key in run]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def collect(folders: list[Path]) -> dict[str, list[dict[str, float]]]:
@@ -43,19 +43,19 @@ def collect(folders: list[Path]) -> dict[str, list[dict[str, float]]]:
     return groups
 
 
-COLUMNS = [  # header, metrics.json key, scale
-    ("test digit acc %", "test/digit_acc", 100),
-    ("test sum acc %", "test/sum_acc", 100),
-    ("best val sum acc %", "val/sum_acc_best", 100),
-    ("fit minutes", "fit_seconds", 1 / 60),
+COLUMNS = [  # header, metrics.json key, scale, decimals
+    ("test digit acc %", "test/digit_acc", 100, 2),
+    ("test sum acc %", "test/sum_acc", 100, 2),
+    ("best val sum acc %", "val/sum_acc_best", 100, 2),
+    ("fit seconds", "fit_seconds", 1, 0),
 ]
 
 
 def table(groups: dict[str, list[dict[str, float]]]) -> str:
-    header = ["overrides", "seeds", *(name for name, _, _ in COLUMNS), "parameters"]
+    header = ["overrides", "seeds", *(column[0] for column in COLUMNS), "parameters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in groups.items():
-        cells = [f"`{name}`", str(len(runs)), *(mean_std(runs, key, scale) for _, key, scale in COLUMNS)]
+        cells = [f"`{name}`", str(len(runs)), *(mean_std(runs, *column[1:]) for column in COLUMNS)]
         cells.append(f"{int(runs[0]['parameters']):,}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

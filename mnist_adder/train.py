@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_adder import UserError
+from mnist_adder.callbacks import FitTimer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 
 # The in-memory dataset hands out whole batches; worker processes would only compete for the 2 cores.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+# What a run is judged by, in the HPARAMS tab and the final table.
+FINAL_METRICS = ("val/sum_acc_best", "test/digit_acc", "test/sum_acc")
 
 
 def check_ckpt_path(ckpt_path: str | None) -> None:
@@ -49,9 +54,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    fit_seconds = time.perf_counter() - start
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     if cfg.test:
@@ -60,10 +63,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the final weights")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
-    metrics["fit_seconds"] = fit_seconds
+    timer = next((callback for callback in callbacks if isinstance(callback, FitTimer)), None)
+    if timer is not None:
+        metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    log_hparams(trainer, cfg, metrics)
     report(metrics, log_dir=trainer.log_dir)
     return metrics
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Fill TensorBoard's HPARAMS tab: this run's settings beside its final metrics, to compare runs."""
+    final = {f"hparams/{name}": metrics[name] for name in FINAL_METRICS if name in metrics}
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data", "trainer")}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams({"seed": cfg.seed, **settings}, metrics=final)
 
 
 @rank_zero_only

@@ -1,7 +1,16 @@
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from mnist_adder.nets import AdderNet, CompactCNN, ExactSumHead, LearnedSumHead, SeedAdderHead, SeedCNN
+from mnist_adder.nets import (
+    AdderNet,
+    CompactCNN,
+    ExactSumHead,
+    FastCNN,
+    LearnedSumHead,
+    SeedAdderHead,
+    SeedCNN,
+)
 
 
 def count(module):
@@ -12,6 +21,19 @@ def test_compact_backbone_gives_digit_logits_with_about_100k_parameters():
     backbone = CompactCNN(width=16)
     assert backbone(torch.randn(4, 1, 28, 28)).shape == (4, 10)
     assert count(backbone) <= 100_000
+
+
+def test_fast_backbone_gives_digit_logits_with_fewer_multiply_adds():
+    fast, compact = FastCNN(), CompactCNN()
+    assert fast(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert count(fast) == 29_178
+
+    def mult_adds(net):
+        with FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, 1, 28, 28))
+        return counter.get_total_flops() // 2
+
+    assert mult_adds(fast) < mult_adds(compact) / 2
 
 
 def test_learned_sum_head_gives_19_logits_that_depend_on_the_number():

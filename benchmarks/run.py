@@ -1,0 +1,373 @@
+"""Benchmarks: framework overhead, net cost, data pipeline, inference and scaling, on this machine.
+
+    python -m benchmarks.run              # ~6 minutes; writes benchmarks/results.md and results.json
+    python -m benchmarks.run --quick      # tiny sizes, seconds: checks that the script runs
+
+Each figure is the median of `--repeats` runs, printed with the min and max so the noise shows. Timings
+are wall clock: run it on an otherwise idle machine. Nets are timed with the weights they start with;
+speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
+
+from mnist_adder.train import PROJECT_ROOT
+
+OUT_DIR = Path(__file__).resolve().parent
+NETS = {  # name in the report -> overrides of the train config
+    "dual": ["model=dual"],
+    "adder": ["model=adder"],
+    "speedrun": ["experiment=speedrun"],
+    "seed_dual": ["model=seed_dual"],
+    "seed_adder": ["model=seed_adder"],
+}
+
+
+def config(*overrides: str) -> DictConfig:
+    """The train config with these overrides, writing into a temporary folder."""
+    output_dir = tempfile.mkdtemp(prefix="mnist_adder_bench_")
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def rss_gb() -> float:
+    """Resident memory of this process now, in GB (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+class StepTimer(L.Callback):
+    """Times training batches `warmup` to the end of each epoch, and each whole epoch, and RSS per epoch."""
+
+    def __init__(self, warmup: int = 0) -> None:
+        self.warmup, self.images, self.epoch_seconds, self.epoch_rss = warmup, 0, [], []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.start, self.images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.end = time.perf_counter()
+        self.images += len(batch[0])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
+        self.epoch_rss.append(rss_gb())
+
+    def images_per_second(self) -> float:
+        return self.images / (self.end - self.start)
+
+
+def lightning_fit(cfg: DictConfig, timer: StepTimer, **trainer_args) -> None:
+    """Fit with the project's module, data, trainer, logger and callbacks (no checkpoints, no validation)."""
+    torch.manual_seed(0)
+    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if c and name != "model_checkpoint"]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*callbacks, timer],
+        logger=instantiate(cfg.logger),
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **trainer_args,
+    )
+    trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
+
+
+def lightning_throughput(cfg: DictConfig, steps: int, warmup: int) -> float:
+    timer = StepTimer(warmup)
+    lightning_fit(cfg, timer, max_epochs=1, limit_train_batches=warmup + steps)
+    return timer.images_per_second()
+
+
+def bare_throughput(cfg: DictConfig, steps: int, warmup: int) -> float:
+    """Training images/s of a plain PyTorch loop: the same net, data, augmentation, losses and optimiser."""
+    torch.manual_seed(0)
+    dm, net = datamodule(cfg), instantiate(cfg.model).net
+    optimizer = instantiate(cfg.model.optimizer)(params=net.parameters())
+    scheduler = instantiate(cfg.model.scheduler)(optimizer, total_steps=warmup + steps)
+    digit_weight, sum_weight = cfg.model.digit_loss_weight, cfg.model.sum_loss_weight
+    images = 0
+    for i, (image, number, digit, total) in enumerate(islice(dm.train_dataloader(), warmup + steps)):
+        if dm.augment is not None:
+            image = dm.augment(image)
+        if i == warmup:
+            start, images = time.perf_counter(), 0
+        digit_logits, sum_logits = net(image.contiguous(memory_format=torch.channels_last), number)
+        loss = sum_weight * F.cross_entropy(sum_logits, total)
+        if digit_weight:
+            loss = loss + digit_weight * F.cross_entropy(digit_logits, digit)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        images += len(image)
+    return images / (time.perf_counter() - start)
+
+
+def repeat(measure: Callable[[], float], repeats: int) -> dict[str, float]:
+    return spread([measure() for _ in range(repeats)])
+
+
+def net_cost(cfg: DictConfig, steps: int, warmup: int, repeats: int) -> dict:
+    net = instantiate(cfg.model).net.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    return {
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "mult_adds": counter.get_total_flops() // 2,
+        "batch_size": cfg.data.batch_size,
+        "train_images_per_s": repeat(lambda: bare_throughput(cfg, steps, warmup), repeats),
+    }
+
+
+def loader_throughput(cfg: DictConfig, augment: bool, batches: int | None) -> float:
+    dm = datamodule(cfg)
+    start, images = time.perf_counter(), 0
+    for image, *_ in islice(dm.train_dataloader(), batches):
+        if augment and dm.augment is not None:
+            image = dm.augment(image)
+        images += len(image)
+    return images / (time.perf_counter() - start)
+
+
+def inference(cfg: DictConfig, calls: int, large_batch: int, repeats: int) -> dict:
+    dm, module = datamodule(cfg), instantiate(cfg.model).eval()
+    image, number, *_ = dm.val_set.__getitems__(range(large_batch))
+    latencies = []
+    with torch.inference_mode():
+        for i in range(calls + 10):
+            start = time.perf_counter()
+            module.predict(
+                image[i % large_batch : i % large_batch + 1], number[i % large_batch : i % large_batch + 1]
+            )
+            if i >= 10:  # the first calls warm up
+                latencies.append(1e3 * (time.perf_counter() - start))
+
+        def batch_throughput() -> float:
+            start = time.perf_counter()
+            module.predict(image, number)
+            return large_batch / (time.perf_counter() - start)
+
+        batch_throughput()
+        throughput = repeat(batch_throughput, repeats)
+    latencies.sort()
+    return {
+        "batch1_ms": {
+            "p50": latencies[len(latencies) // 2],
+            "p95": latencies[int(0.95 * (len(latencies) - 1))],
+            "min": latencies[0],
+            "max": latencies[-1],
+        },
+        f"batch{large_batch}_images_per_s": throughput,
+    }
+
+
+def scaling(cfg: DictConfig, fractions: list[float], epochs: int) -> dict:
+    """Epoch times at fractions of the training set (the first epoch warms up), RSS at each epoch's end."""
+    result = {}
+    for fraction in fractions:
+        timer = StepTimer()
+        lightning_fit(cfg, timer, max_epochs=epochs + 1, limit_train_batches=fraction)
+        result[str(fraction)] = {
+            "epoch_seconds": spread(timer.epoch_seconds[1:]),
+            "rss_gb_per_epoch": timer.epoch_rss,
+        }
+    return result
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if cpuinfo.exists()
+        else []
+    )
+    return {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "cpu": names[0] if names else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    tiny = ["data.batch_size=32", "data.val_size=100"] if args.quick else []  # for the smoke test
+    dual = config("model=dual", *tiny)
+    results: dict = {"machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
+
+    # First, while this process is fresh, so that its peak memory is that of a training run.
+    fractions = [0.25, 0.5, 1.0]
+    results["scaling"] = scaling(dual, fractions, epochs=args.repeats)
+    results["scaling"]["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+    lightning, bare = [], []
+    for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits both
+        lightning.append(lightning_throughput(dual, args.steps, args.warmup))
+        bare.append(bare_throughput(dual, args.steps, args.warmup))
+    results["overhead"] = {
+        "lightning_images_per_s": spread(lightning),
+        "bare_images_per_s": spread(bare),
+        "ratio": statistics.median(lightning) / statistics.median(bare),
+    }
+
+    results["nets"] = {}
+    for name, overrides in NETS.items():
+        slow = name.startswith("seed")
+        steps, warmup = (max(1, args.steps // 10), 1) if slow else (args.steps, args.warmup)
+        results["nets"][name] = net_cost(config(*overrides, *tiny), steps, warmup, args.repeats)
+
+    batches = 4 if args.quick else None
+    results["data"] = {
+        "loader_images_per_s": repeat(lambda: loader_throughput(dual, False, batches), args.repeats),
+        "loader_and_augment_images_per_s": repeat(
+            lambda: loader_throughput(dual, True, batches), args.repeats
+        ),
+    }
+    results["inference"] = inference(
+        dual, calls=20 if args.quick else 500, large_batch=64 if args.quick else 1024, repeats=args.repeats
+    )
+    return results
+
+
+def markdown(results: dict) -> str:
+    def cell(stats: dict[str, float], digits: int = 0) -> str:
+        return f"{stats['median']:,.{digits}f} ({stats['min']:,.{digits}f}–{stats['max']:,.{digits}f})"
+
+    m, overhead, data = results["machine"], results["overhead"], results["data"]
+    dual_speed = overhead["lightning_images_per_s"]["median"]
+    lines = [
+        f"# Benchmarks, {m['date']}",
+        "",
+        f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['memory_gb']} GB, "
+        f"GPU: {m['gpu'] or 'none'}; {m['platform']}, Python {m['python']}, torch {m['torch']}, "
+        f"lightning {m['lightning']}.",
+        f"Settings: {results['settings']}. Figures: median (min–max) of the repeats.",
+        "",
+        "## Framework overhead: training images/s of `model=dual`",
+        "",
+        "| pipeline | images/s |",
+        "|---|---|",
+        f"| the project's Lightning module, data, trainer, logger and callbacks | "
+        f"{cell(overhead['lightning_images_per_s'])} |",
+        f"| a bare PyTorch loop over the same net, data and optimiser | "
+        f"{cell(overhead['bare_images_per_s'])} |",
+        f"| **ratio** (medians) | **{overhead['ratio']:.3f}** |",
+        "",
+        "## Net cost (bare training loop, each config's own batch size)",
+        "",
+        "| net | parameters | multiply-adds / image | batch | training images/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, net in results["nets"].items():
+        lines.append(
+            f"| `{name}` | {net['parameters']:,} | {net['mult_adds'] / 1e6:,.2f} M | {net['batch_size']} | "
+            f"{cell(net['train_images_per_s'])} |"
+        )
+    loader = data["loader_images_per_s"]["median"]
+    augmented = data["loader_and_augment_images_per_s"]["median"]
+    lines += [
+        "",
+        "## Data pipeline: the training loader alone (`model=dual`)",
+        "",
+        "| stage | images/s | × training speed |",
+        "|---|---|---|",
+        f"| loader | {cell(data['loader_images_per_s'])} | {loader / dual_speed:.1f} |",
+        f"| loader + batched augmentation | {cell(data['loader_and_augment_images_per_s'])} | "
+        f"{augmented / dual_speed:.1f} |",
+        "",
+        "## Inference (`model=dual`, eval, `torch.inference_mode()`)",
+        "",
+    ]
+    infer = results["inference"]
+    latency = infer["batch1_ms"]
+    big = next(key for key in infer if key != "batch1_ms")
+    lines += [
+        f"- batch 1 latency: p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms "
+        f"(min {latency['min']:.2f}, max {latency['max']:.2f})",
+        f"- {big.split('_')[0].replace('batch', 'batch ')} throughput: {cell(infer[big])} images/s",
+        "",
+        "## Scaling: `model=dual` epoch time (no validation) against training-set size",
+        "",
+        "| fraction of the 55k training images | epoch seconds | RSS at each epoch's end, GB |",
+        "|---|---|---|",
+    ]
+    for fraction, row in results["scaling"].items():
+        if fraction != "peak_rss_gb":
+            rss = ", ".join(f"{value:.2f}" for value in row["rss_gb_per_epoch"])
+            lines.append(f"| {float(fraction):.0%} | {cell(row['epoch_seconds'], 1)} | {rss} |")
+    lines += [
+        "",
+        f"Peak RSS of the process after these runs: {results['scaling']['peak_rss_gb']:.2f} GB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--steps", type=int, default=100, help="timed training batches per run (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed batches before them (default 10)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for results.md and results.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.steps, args.warmup = 2, 2, 1
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.md").write_text(markdown(results))
+    print(markdown(results), file=sys.stdout)
+    return results
+
+
+if __name__ == "__main__":
+    main()

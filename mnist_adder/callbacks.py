@@ -1,0 +1,108 @@
+"""Lightning callbacks of this project."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import matplotlib.pyplot as plt
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mnist_adder.data import NUM_DIGITS, NUM_SUMS
+
+
+class FitTimer(L.Callback):
+    """Measures `fit` from its start to its end, sanity check and validation included (not data loading),
+    and logs it as `time/fit_seconds` to every logger. `seconds` holds it after `fit`."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self._start
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/fit_seconds": self.seconds}, step=trainer.global_step)
+
+
+class ErrorPictures(L.Callback):
+    """TensorBoard pictures at the end of validation and test: the confusion matrices of both heads
+    (`{stage}/confusion_digit`, `{stage}/confusion_sum`) and the `worst` most confident mistakes on the sum
+    (`{stage}/worst_mistakes`), each image titled with its number, truth and prediction.
+
+    Reads the predictions that `MNISTAdderModule`'s validation and test steps return. A sum-only model can
+    read an impossible digit (sum - number outside 0..9); the digit matrix counts it at the nearest edge.
+    """
+
+    def __init__(self, worst: int = 16) -> None:
+        self.worst = worst
+
+    def _start(self, pl_module: L.LightningModule) -> None:
+        self.confusion = {
+            "digit": MulticlassConfusionMatrix(NUM_DIGITS).to(pl_module.device),
+            "sum": MulticlassConfusionMatrix(NUM_SUMS).to(pl_module.device),
+        }
+        self.mistakes: list[tuple[float, Tensor, int, int, int, int]] = []
+
+    def _update(self, outputs: dict[str, Tensor], batch: tuple[Tensor, ...]) -> None:
+        image, number, digit, total = batch
+        self.confusion["digit"].update(outputs["digit_pred"].clamp(0, NUM_DIGITS - 1), digit)
+        self.confusion["sum"].update(outputs["sum_pred"].clamp(0, NUM_SUMS - 1), total)
+        wrong = (outputs["sum_pred"] != total).nonzero().flatten()
+        losses = outputs["sum_loss"][wrong]
+        for i in wrong[losses.argsort(descending=True)[: self.worst]].tolist():
+            self.mistakes.append((
+                float(outputs["sum_loss"][i]), image[i, 0].cpu(), int(number[i]), int(digit[i]),
+                int(outputs["digit_pred"][i]), int(outputs["sum_pred"][i]),
+            ))  # fmt: skip
+        self.mistakes = sorted(self.mistakes, key=lambda mistake: -mistake[0])[: self.worst]
+
+    def _log(self, trainer: L.Trainer, stage: str) -> None:
+        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if trainer.sanity_checking or not writers or trainer.global_rank != 0:
+            return
+        figures = {f"{stage}/confusion_{name}": matrix.plot()[0] for name, matrix in self.confusion.items()}
+        figures[f"{stage}/worst_mistakes"] = mistakes_figure(self.mistakes)
+        for writer in writers:
+            for tag, figure in figures.items():
+                writer.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+        for figure in figures.values():
+            plt.close(figure)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(pl_module)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._update(outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._update(outputs, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, "test")
+
+
+def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) -> plt.Figure:
+    """A grid of (loss, image, number, digit, predicted digit, predicted sum) mistakes, worst first."""
+    columns = 4
+    rows = max(1, -(-len(mistakes) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, image, number, digit, digit_pred, sum_pred) in zip(axes.flat, mistakes, strict=False):
+        ax.imshow(image, cmap="gray")
+        title = f"{digit} + {number} = {digit + number}\npredicted {digit_pred}, sum {sum_pred}"
+        ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
