@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 
+from mnist_adder.data import NUM_DIGITS
 from mnist_adder.nets import AdderNet
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
@@ -87,10 +88,25 @@ class MNISTAdderModule(L.LightningModule):
         """Predicted digits and sums (B,) int64 for (B, 1, 28, 28) normalised images and (B,) numbers."""
         return self.predictions(*self(image, number), number)
 
-    def model_step(self, batch: Batch, stage: str) -> Tensor:
+    @torch.inference_mode()
+    def probabilities(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
+        """Digit (B, 10) and sum (B, 19) probabilities for normalised images and numbers.
+
+        A sum-only model's digit probabilities are its sum probabilities at number..number+9, renormalised.
+        """
+        digit_logits, sum_logits = self(image, number)
+        sum_probs = sum_logits.softmax(dim=1)
+        if self.supervises_digit:
+            return digit_logits.softmax(dim=1), sum_probs
+        digit_probs = sum_probs.gather(1, number[:, None] + torch.arange(NUM_DIGITS, device=number.device))
+        return digit_probs / digit_probs.sum(dim=1, keepdim=True), sum_probs
+
+    def model_step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        """Loss and metrics of one batch; returns the loss and, per sample, the predictions and sum loss."""
         image, number, digit, total = batch
         digit_logits, sum_logits = self(image, number)
-        sum_loss = F.cross_entropy(sum_logits, total)
+        sum_losses = F.cross_entropy(sum_logits, total, reduction="none")
+        sum_loss = sum_losses.mean()
         loss = self.hparams.sum_loss_weight * sum_loss
         if self.supervises_digit:
             digit_loss = F.cross_entropy(digit_logits, digit)
@@ -107,7 +123,8 @@ class MNISTAdderModule(L.LightningModule):
         metrics["sum_acc"].update((total_pred == total).float())
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return loss
+        predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
+        return {"loss": loss, **predictions}
 
     def on_train_start(self) -> None:
         self.val_sum_acc_best.reset()  # forget the sanity check's values
@@ -118,18 +135,18 @@ class MNISTAdderModule(L.LightningModule):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "train")
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.model_step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        return self.model_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self.val_sum_acc_best(self.val_metrics["sum_acc"].compute())
         self.log("val/sum_acc_best", self.val_sum_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.model_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        return self.model_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(

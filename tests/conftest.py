@@ -26,10 +26,13 @@ def synthetic_mnist(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
 
 @pytest.fixture
 def fake_mnist(monkeypatch) -> None:
-    """Replace the MNIST files with small synthetic sets: 600 training and 200 test images."""
+    """Replace the MNIST files with small synthetic sets: 600 training and 200 test images.
+
+    Their seeds differ from the pairing seeds (0), so that digits and numbers are not drawn alike.
+    """
     monkeypatch.setattr(mnist_adder.data, "fetch_mnist", lambda data_dir: None)
     monkeypatch.setattr(
         mnist_adder.data,
         "load_mnist",
-        lambda data_dir, train: synthetic_mnist(600 if train else 200, int(train)),
+        lambda data_dir, train: synthetic_mnist(600 if train else 200, seed=10 + int(train)),
     )

@@ -22,7 +22,7 @@ def batch(digits=None):
 def loss_of(module, batch):
     torch.manual_seed(0)
     module.train()
-    return module.model_step(batch, "train")
+    return module.model_step(batch, "train")["loss"]
 
 
 def test_sum_only_training_never_reads_digit_labels():
@@ -60,3 +60,18 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, digit_loss_weigh
     for expected, actual in zip(module(images, numbers), loaded(images, numbers), strict=True):
         assert torch.equal(expected, actual)
     assert loaded.hparams.digit_loss_weight == digit_loss_weight
+
+
+@pytest.mark.parametrize("digit_loss_weight", [1.0, 0.0])
+def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
+    module = MNISTAdderModule(**NET, digit_loss_weight=digit_loss_weight).eval()
+    images, numbers, _, _ = batch()
+    digit_probs, sum_probs = module.probabilities(images, numbers)
+    digit, total = module.predict(images, numbers)
+    assert digit_probs.shape == (8, 10) and sum_probs.shape == (8, 19)
+    assert torch.allclose(digit_probs.sum(dim=1), torch.ones(8)) and torch.allclose(
+        sum_probs.sum(dim=1), torch.ones(8)
+    )
+    assert (sum_probs.argmax(dim=1) == total).all()
+    possible = (digit >= 0) & (digit <= 9)  # a sum-only model can read an impossible digit
+    assert (digit_probs.argmax(dim=1)[possible] == digit[possible]).all()

@@ -1,0 +1,112 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_adder import UserError
+from mnist_adder.data import MNIST_MEAN, MNIST_STD
+from mnist_adder.predict import main, newest_checkpoint, read_image, to_mnist
+
+
+def ink(image: torch.Tensor) -> torch.Tensor:
+    """Normalised (1, 28, 28) -> pixel values in [0, 1]."""
+    return image[0] * MNIST_STD + MNIST_MEAN
+
+
+def stroke_page(size=(120, 80), dark_on_light=True) -> torch.Tensor:
+    """An L-shaped stroke on a page, off-centre, uint8 (H, W)."""
+    page = torch.zeros(size, dtype=torch.uint8)
+    page[20:70, 10:18] = 255
+    page[62:70, 10:40] = 255
+    return 255 - page if dark_on_light else page
+
+
+def test_a_digit_is_scaled_into_20x20_and_centred_by_mass_in_28x28():
+    image = to_mnist(stroke_page(dark_on_light=False).float() / 255)
+    pixels = ink(image)
+    assert image.shape == (1, 28, 28)
+    rows, cols = (pixels > 0.5).any(dim=1).nonzero(), (pixels > 0.5).any(dim=0).nonzero()
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 == 20
+    center_y = (pixels.sum(dim=1) * torch.arange(28)).sum() / pixels.sum()
+    center_x = (pixels.sum(dim=0) * torch.arange(28)).sum() / pixels.sum()
+    assert abs(center_y - 13.5) < 1 and abs(center_x - 13.5) < 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
+def test_dark_ink_on_light_paper_reads_like_light_ink_on_dark(tmp_path, mode):
+    dark = Image.fromarray(stroke_page(dark_on_light=True).numpy()).convert(mode)
+    dark.save(tmp_path / "dark.png")
+    light = to_mnist(stroke_page(dark_on_light=False).float() / 255)
+    assert torch.allclose(to_mnist(read_image(str(tmp_path / "dark.png"))), light, atol=0.05)
+
+
+@pytest.fixture
+def files(tmp_path):
+    page = Image.fromarray(stroke_page().numpy())
+    page.save(tmp_path / "digit.png")
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    (tmp_path / "folder").mkdir()
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "missing file": (["missing.png", "3"], "image missing.png is not a file"),
+    "directory": (["folder", "3"], "image folder is not a file"),
+    "empty file": (["empty.png", "3"], "image empty.png is empty"),
+    "not an image": (["notes.png", "3"], "image notes.png is not a readable image"),
+    "blank image": (["blank.png", "3"], "image blank.png has no ink"),
+    "number 10": (["digit.png", "10"], "number '10' is not an integer in 0..9"),
+    "number -1": (["digit.png", "-1"], "number '-1' is not an integer in 0..9"),
+    "number 7.5": (["digit.png", "7.5"], "number '7.5' is not an integer in 0..9"),
+    "number seven": (["digit.png", "seven"], "number 'seven' is not an integer in 0..9"),
+    "odd count": (["digit.png", "3", "digit.png"], "got 3 arguments: give pairs of IMAGE NUMBER"),
+    "missing checkpoint": (
+        ["digit.png", "3", "--checkpoint", "none.ckpt"],
+        "ckpt_path none.ckpt is not a file",
+    ),
+    "corrupt checkpoint": (
+        ["digit.png", "3", "--checkpoint", "bad.ckpt"],
+        "is not an mnist-adder checkpoint",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_each_bad_input_is_one_line_and_exit_code_2(files, monkeypatch, capsys, case):
+    argv, message = BAD_INPUTS[case]
+    monkeypatch.chdir(files)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_console_script_reports_bad_input_without_a_traceback(files):
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_adder.predict", "digit.png", "seven"],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: number 'seven' is not an integer in 0..9\n"
+
+
+def test_with_no_checkpoint_under_the_logs_it_says_how_to_train_one(tmp_path):
+    with pytest.raises(UserError, match="train one with `python -m mnist_adder.train`"):
+        newest_checkpoint(tmp_path)
+    older, newer = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
+    for folder in (older, newer):
+        folder.mkdir(parents=True)
+        (folder / "epoch03.ckpt").write_text("")
+        (folder / "last.ckpt").write_text("")
+    os.utime(older / "epoch03.ckpt", (0, 0))
+    assert newest_checkpoint(tmp_path) == newer / "epoch03.ckpt"
