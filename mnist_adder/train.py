@@ -34,7 +34,7 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
-# What a run is judged by, in the HPARAMS tab and the final table.
+# What a run is judged by: shown beside its settings in TensorBoard's HPARAMS tab.
 FINAL_METRICS = ("val/sum_acc_best", "test/digit_acc", "test/sum_acc")
 
 
