@@ -96,7 +96,7 @@ class StepTimer(L.Callback):
 def lightning_fit(cfg: DictConfig, timer: StepTimer, **trainer_args) -> None:
     """Fit with the project's module, data, trainer, logger and callbacks (no checkpoints, no validation)."""
     torch.manual_seed(0)
-    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if c and name != "model_checkpoint"]
+    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if c and "checkpoint" not in name]
     trainer = instantiate(
         cfg.trainer,
         callbacks=[*callbacks, timer],

@@ -59,9 +59,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        if best:
+            # The checkpoint's weights, as validated. trainer.test(ckpt_path=best) would let a weight
+            # averaging callback (experiment=best) load the raw weights saved beside the averaged ones.
+            model = type(model).load_from_checkpoint(best, map_location="cpu")
+        else:
             log.warning("no best checkpoint was saved; testing the final weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model, datamodule=datamodule)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
     timer = next((callback for callback in callbacks if isinstance(callback, FitTimer)), None)
     if timer is not None:

@@ -119,3 +119,23 @@ def test_fast_dev_run_writes_no_checkpoints_or_events(tmp_path, fake_mnist):
 def test_debug_configs_compose(tmp_path, debug):
     cfg = compose_train(tmp_path, f"debug={debug}")
     assert cfg.trainer.max_epochs >= 2
+
+
+def test_a_weight_averaged_run_is_tested_with_the_weights_it_was_validated_with(tmp_path, fake_mnist):
+    ema = "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"
+    cfg = compose_train(tmp_path, "trainer=cpu", "trainer.max_epochs=3", "data.val_size=100", ema)
+    metrics = train(cfg)
+    best = MNISTAdderModule.load_from_checkpoint(next((tmp_path / "checkpoints").glob("epoch*.ckpt"))).eval()
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    image, number, digit, total = datamodule.test_set.__getitems__(range(len(datamodule.test_set)))
+    digit_pred, sum_pred = best.predict(image, number)
+    assert metrics["test/sum_acc"] == pytest.approx((sum_pred == total).float().mean().item())
+    assert metrics["test/digit_acc"] == pytest.approx((digit_pred == digit).float().mean().item())
+
+
+def test_last_checkpoint_is_the_latest_epoch_and_the_best_is_kept_apart(tmp_path, fake_mnist):
+    train(compose_train(tmp_path, "trainer=cpu", "trainer.max_epochs=3", "data.val_size=100", "test=false"))
+    checkpoints = tmp_path / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert len(list(checkpoints.glob("epoch*.ckpt"))) == 1
