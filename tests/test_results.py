@@ -25,7 +25,7 @@ def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, c
     results.main([str(tmp_path)])
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 4
-    assert rows[2].startswith("| `model=dual` | 2 | 99.60 ± 0.14 | 99.50 ± 0.14 | - | 2.00 ")
+    assert rows[2].startswith("| `model=dual` | 2 | 99.60 ± 0.14 | 99.50 ± 0.14 | - | 120 ± 0 | 80,589 |")
     assert rows[3].startswith("| `model=adder` | 1 | 99.00 | 99.00 |")
 
 
