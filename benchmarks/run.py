@@ -1,6 +1,6 @@
 """Benchmarks: framework overhead, net cost, data pipeline, inference and scaling, on this machine.
 
-    python -m benchmarks.run              # ~6 minutes; writes benchmarks/results.md and results.json
+    python -m benchmarks.run              # writes benchmarks/results.md and results.json
     python -m benchmarks.run --quick      # tiny sizes, seconds: checks that the script runs
 
 Each figure is the median of `--repeats` runs, printed with the min and max so the noise shows. Timings
