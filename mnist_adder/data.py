@@ -141,18 +141,60 @@ def load_mnist(data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
     return mnist.data, mnist.targets
 
 
-def pair_numbers(seed: int, epoch: int, size: int) -> Tensor:
-    """The numbers (size,) int64 in 0..9 paired with samples 0..size-1: a pure function of (seed, epoch)."""
+HOLDOUT_PRESETS = ("none", "diagonal", "random20")
+
+
+def holdout_mask(pairs: str | Sequence[Sequence[int]] | None) -> Tensor:
+    """(10, 10) bool, True at the (digit, number) pairs that training never shows.
+
+    `pairs` is a preset: "none" (or None), "diagonal" (number == digit), "random20" (20 of the 100 pairs,
+    always the same 20), or a list of [digit, number] pairs. Raises `UserError` for anything else.
+    """
+    mask = torch.zeros(NUM_DIGITS, NUM_DIGITS, dtype=torch.bool)
+    if pairs is None or pairs == "none":
+        return mask
+    if pairs == "diagonal":
+        return torch.eye(NUM_DIGITS, dtype=torch.bool)
+    if pairs == "random20":
+        chosen = torch.randperm(NUM_DIGITS**2, generator=torch.Generator().manual_seed(0))[:20]
+        return mask.view(-1).index_fill(0, chosen, True).view(NUM_DIGITS, NUM_DIGITS)
+    digits = range(NUM_DIGITS)
+    if isinstance(pairs, str) or not all(
+        isinstance(pair, Sequence) and len(pair) == 2 and all(type(x) is int and x in digits for x in pair)
+        for pair in pairs
+    ):
+        raise UserError(
+            f"data.holdout_pairs must be one of {', '.join(HOLDOUT_PRESETS)} or a list of [digit, number] "
+            f"pairs in 0..9, got {pairs!r}"
+        )
+    for digit, number in pairs:
+        mask[digit, number] = True
+    if full := [digit for digit in digits if mask[digit].all()]:
+        raise UserError(f"data.holdout_pairs holds out every number of digit {full[0]}: leave it one or more")
+    return mask
+
+
+def pair_numbers(seed: int, epoch: int, digits: Tensor, held_out: Tensor | None = None) -> Tensor:
+    """The numbers (N,) int64 in 0..9 paired with the digits (N,): a pure function of (seed, epoch, digits).
+
+    Each number is uniform over those allowed for its digit: all ten, or those not `held_out[digit]`.
+    """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randint(0, NUM_DIGITS, (size,), generator=generator)
+    if held_out is None or not held_out.any():
+        return torch.randint(0, NUM_DIGITS, (len(digits),), generator=generator)
+    allowed = ~held_out
+    by_digit = allowed.int().argsort(dim=1, descending=True, stable=True)  # row d: d's allowed numbers first
+    rank = torch.rand(len(digits), generator=generator) * allowed.sum(dim=1)[digits]
+    return by_digit[digits, rank.long()]
 
 
 class PairedDigits(Dataset):
     """MNIST images, each paired with a number in 0..9.
 
     A sample is `(image, number, digit, total)`: image (1, 28, 28) float32 normalised, number, digit and
-    total = digit + number int64 scalars. The number of sample i is `pair_numbers(seed, epoch)[i]`, so it
-    depends on (seed, epoch, index) only: not on workers, batch order or device count. For a training set,
+    total = digit + number int64 scalars. The number of sample i is `pair_numbers(...)[i]`, so it depends
+    on (seed, epoch, index) only: not on workers, batch order or device count. It is never one that
+    `held_out` (see `holdout_mask`) marks for the sample's digit. For a training set,
     `MNISTAdderModule` calls `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0,
     the same pairs every run.
 
@@ -160,10 +202,10 @@ class PairedDigits(Dataset):
     no per-sample work; give it `collate_fn=keep_batch`.
     """
 
-    def __init__(self, images: Tensor, digits: Tensor, seed: int) -> None:
+    def __init__(self, images: Tensor, digits: Tensor, seed: int, held_out: Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
             raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
-        self.images, self.digits, self.seed = images, digits.long(), seed
+        self.images, self.digits, self.seed, self.held_out = images, digits.long(), seed, held_out
         # Shared memory, so that worker processes, persistent ones included, see the epoch change.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self._numbers_epoch, self._numbers = -1, torch.empty(0, dtype=torch.long)
@@ -178,7 +220,8 @@ class PairedDigits(Dataset):
         """The numbers (N,) paired with every sample in the current epoch."""
         epoch = int(self._epoch)
         if epoch != self._numbers_epoch:
-            self._numbers_epoch, self._numbers = epoch, pair_numbers(self.seed, epoch, len(self))
+            numbers = pair_numbers(self.seed, epoch, self.digits, self.held_out)
+            self._numbers_epoch, self._numbers = epoch, numbers
         return self._numbers
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -229,6 +272,8 @@ class MNISTAdderDataModule(L.LightningDataModule):
     The validation split and the validation and test pairs are fixed by `eval_seed`, so every run is
     scored on the same samples; training pairs are redrawn every epoch from `seed`. `augment` holds the
     `RandomAffine` arguments applied to training batches, on their device, or None for no augmentation.
+    `holdout_pairs` (see `holdout_mask`) are (digit, number) pairs that training never shows; validation
+    and test pair every digit with all ten numbers.
     """
 
     def __init__(
@@ -240,6 +285,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_seed: int = 0,
         augment: dict[str, float] | None = None,
+        holdout_pairs: str | list[list[int]] | None = "none",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -248,6 +294,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}")
         self.save_hyperparameters()
         self.augment = RandomAffine(**augment) if augment else None
+        self.held_out = holdout_mask(holdout_pairs)
         self.train_set: PairedDigits | None = None
         self.val_set: PairedDigits | None = None
         self.test_set: PairedDigits | None = None
@@ -261,7 +308,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
             images, digits = load_mnist(hp.data_dir, train=True)
             order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(hp.eval_seed))
             val, train = order[: hp.val_size], order[hp.val_size :]
-            self.train_set = PairedDigits(images[train], digits[train], seed=hp.seed)
+            self.train_set = PairedDigits(images[train], digits[train], seed=hp.seed, held_out=self.held_out)
             self.val_set = PairedDigits(images[val], digits[val], seed=hp.eval_seed)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = PairedDigits(*load_mnist(hp.data_dir, train=False), seed=hp.eval_seed)

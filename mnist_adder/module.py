@@ -19,16 +19,21 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 
-from mnist_adder.data import NUM_DIGITS
+from mnist_adder.data import NUM_DIGITS, holdout_mask
 from mnist_adder.nets import AdderNet
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
 
 
-def head_accuracies() -> nn.ModuleDict:
-    # The fraction of exact hits, as a mean rather than a per-class metric: a sum-only net can read an
-    # impossible digit (sum - number outside 0..9), which must count as a miss, not be clamped into range.
-    return nn.ModuleDict({"digit_acc": MeanMetric(), "sum_acc": MeanMetric()})
+def stage_metrics(supervises_digit: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:
+    """One stage's epoch means: losses, and the digit and sum accuracies, over all samples and, with
+    `seen_and_unseen`, over seen and over held-out pairs apart."""
+    losses = ["loss", "sum_loss"] + (["digit_loss"] if supervises_digit else [])
+    parts = ["", "_seen", "_unseen"] if seen_and_unseen else [""]
+    # Accuracy as the mean of exact hits, not a per-class metric: a sum-only net can read an impossible
+    # digit (sum - number outside 0..9), which must count as a miss, not be clamped into range.
+    accuracies = [f"{head}_acc{part}" for head in ("digit", "sum") for part in parts]
+    return nn.ModuleDict({name: MeanMetric() for name in losses + accuracies})
 
 
 class MNISTAdderModule(L.LightningModule):
@@ -43,6 +48,9 @@ class MNISTAdderModule(L.LightningModule):
         optimizer: a Hydra spec with `_partial_: true`, completed with the parameters.
         scheduler: a Hydra spec with `_partial_: true`, completed with the optimiser and
             `total_steps`, and stepped every batch (OneCycleLR); or None for a constant rate.
+        holdout_pairs: the (digit, number) pairs held out of training (`data.holdout_pairs`, see
+            `mnist_adder.data.holdout_mask`). If any, validation and test also log each accuracy over
+            seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class MNISTAdderModule(L.LightningModule):
         sum_loss_weight: float = 1.0,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        holdout_pairs: str | list[list[int]] | None = "none",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -60,7 +69,11 @@ class MNISTAdderModule(L.LightningModule):
         self.net = AdderNet(instantiate(backbone), instantiate(sum_head)).to(
             memory_format=torch.channels_last
         )
-        self.train_metrics, self.val_metrics, self.test_metrics = (head_accuracies() for _ in range(3))
+        self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
+        split = bool(self.held_out.any())
+        self.train_metrics = stage_metrics(self.supervises_digit)
+        self.val_metrics = stage_metrics(self.supervises_digit, split)
+        self.test_metrics = stage_metrics(self.supervises_digit, split)
         self.val_sum_acc_best = MaxMetric()
 
     @property
@@ -102,29 +115,39 @@ class MNISTAdderModule(L.LightningModule):
         return digit_probs / digit_probs.sum(dim=1, keepdim=True), sum_probs
 
     def model_step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
-        """Loss and metrics of one batch; returns the loss and, per sample, the predictions and sum loss."""
+        """Loss of one batch, metrics updated; returns the loss and, per sample, the predictions and sum loss.
+
+        The metrics are logged once per epoch (`log_metrics`): a `self.log` call costs about 0.7 ms in
+        Lightning 2.6, which at five per step made training 7 % slower than a bare loop.
+        """
         image, number, digit, total = batch
         digit_logits, sum_logits = self(image, number)
         sum_losses = F.cross_entropy(sum_logits, total, reduction="none")
-        sum_loss = sum_losses.mean()
-        loss = self.hparams.sum_loss_weight * sum_loss
+        losses = {"sum_loss": sum_losses.mean()}
+        loss = self.hparams.sum_loss_weight * losses["sum_loss"]
         if self.supervises_digit:
-            digit_loss = F.cross_entropy(digit_logits, digit)
-            loss = loss + self.hparams.digit_loss_weight * digit_loss
-            self.log(f"{stage}/digit_loss", digit_loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log(f"{stage}/sum_loss", sum_loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log(
-            f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, prog_bar=stage == "train"
-        )
+            losses["digit_loss"] = F.cross_entropy(digit_logits, digit)
+            loss = loss + self.hparams.digit_loss_weight * losses["digit_loss"]
+        losses["loss"] = loss
 
         metrics = getattr(self, f"{stage}_metrics")
+        for name, value in losses.items():
+            metrics[name].update(value.detach(), weight=len(image))
         digit_pred, total_pred = self.predictions(digit_logits.detach(), sum_logits.detach(), number)
-        metrics["digit_acc"].update((digit_pred == digit).float())
-        metrics["sum_acc"].update((total_pred == total).float())
-        for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        unseen = self.held_out[digit, number].float()
+        for head, hit in (("digit", digit_pred == digit), ("sum", total_pred == total)):
+            metrics[f"{head}_acc"].update(hit.float())
+            if f"{head}_acc_seen" in metrics:
+                metrics[f"{head}_acc_seen"].update(hit.float(), weight=1 - unseen)
+                metrics[f"{head}_acc_unseen"].update(hit.float(), weight=unseen)
         predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
         return {"loss": loss, **predictions}
+
+    def log_metrics(self, stage: str) -> None:
+        """Log the stage's metric objects, at an epoch's end: Lightning computes, syncs and resets them."""
+        shown = ("loss",) if stage == "train" else ("digit_acc", "sum_acc")
+        for name, metric in getattr(self, f"{stage}_metrics").items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name in shown)
 
     def on_train_start(self) -> None:
         self.val_sum_acc_best.reset()  # forget the sanity check's values
@@ -141,12 +164,19 @@ class MNISTAdderModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "val")
 
+    def on_train_epoch_end(self) -> None:
+        self.log_metrics("train")
+
     def on_validation_epoch_end(self) -> None:
+        self.log_metrics("val")
         self.val_sum_acc_best(self.val_metrics["sum_acc"].compute())
         self.log("val/sum_acc_best", self.val_sum_acc_best.compute(), prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metrics("test")
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(

@@ -32,15 +32,29 @@ def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0, digits:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def collect(folders: list[Path]) -> dict[str, list[dict[str, float]]]:
-    """Metrics of every finished run under `folders`, keyed by its overrides without the seed."""
-    groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+def run_groups(folders: list[Path]) -> dict[str, list[Path]]:
+    """Every finished run folder (one with a metrics.json) under `folders`, keyed by its overrides without
+    the seed."""
+    groups: dict[str, list[Path]] = defaultdict(list)
     for folder in folders:
         for metrics_file in sorted(folder.rglob("metrics.json")):
             run_dir = metrics_file.parent
             name = " ".join(o for o in overrides_of(run_dir) if not o.startswith("seed=")) or "(defaults)"
-            groups[name].append(json.loads(metrics_file.read_text()))
+            groups[name].append(run_dir)
     return groups
+
+
+def run_groups_or_exit(folders: list[Path]) -> dict[str, list[Path]]:
+    """`run_groups`, or exit with one line if a folder is missing or holds no finished run."""
+    if missing := [str(folder) for folder in folders if not folder.is_dir()]:
+        sys.exit(f"error: not a folder: {', '.join(missing)}")
+    if not (groups := run_groups(folders)):
+        sys.exit("error: no metrics.json below those folders: train first (python -m mnist_adder.train)")
+    return groups
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 COLUMNS = [  # header, metrics.json key, scale, decimals
@@ -67,12 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders to search")
     args = parser.parse_args(argv)
-    if missing := [str(folder) for folder in args.folders if not folder.is_dir()]:
-        sys.exit(f"error: not a folder: {', '.join(missing)}")
-    groups = collect(args.folders)
-    if not groups:
-        sys.exit("error: no metrics.json below those folders: train first (python -m mnist_adder.train)")
-    print(table(groups))
+    groups = run_groups_or_exit(args.folders)
+    print(table({name: [metrics_of(run) for run in runs] for name, runs in groups.items()}))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_pairs_are_the_same_with_workers_and_each_worker_draws_its_own():
     for epoch in (0, 1):  # persistent workers must see the new epoch
         dataset.set_epoch(epoch)
         batches = [numbers for _, numbers, _, _ in loader]
-        assert torch.equal(torch.cat(batches), pair_numbers(3, epoch, 256))
+        assert torch.equal(torch.cat(batches), pair_numbers(3, epoch, dataset.digits))
         assert not torch.equal(batches[0], batches[1])  # batches 0 and 1 come from different workers
 
 
