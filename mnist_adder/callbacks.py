@@ -63,10 +63,15 @@ class ErrorPictures(L.Callback):
         self.mistakes = sorted(self.mistakes, key=lambda mistake: -mistake[0])[: self.worst]
 
     def _log(self, trainer: L.Trainer, stage: str) -> None:
-        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if trainer.sanity_checking or not writers or trainer.global_rank != 0:
+        if trainer.sanity_checking:
             return
-        figures = {f"{stage}/confusion_{name}": matrix.plot()[0] for name, matrix in self.confusion.items()}
+        matrices = {name: matrix.compute() for name, matrix in self.confusion.items()}  # syncs processes
+        writers = [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not writers or trainer.global_rank != 0:
+            return
+        figures = {}
+        for name, matrix in self.confusion.items():
+            figures[f"{stage}/confusion_{name}"] = matrix.plot(matrices[name])[0]
         figures[f"{stage}/worst_mistakes"] = mistakes_figure(self.mistakes)
         for writer in writers:
             for tag, figure in figures.items():

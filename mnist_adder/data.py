@@ -23,10 +23,12 @@ from io import StringIO
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets import MNIST
 
 from mnist_adder import UserError
@@ -174,6 +176,14 @@ def holdout_mask(pairs: str | Sequence[Sequence[int]] | None) -> Tensor:
     return mask
 
 
+ORDER, AUGMENT = 1, 2  # what a seed derived from the run's seed is for; pairs use the run's seed itself
+
+
+def derived_seed(seed: int, purpose: int, *more: int) -> int:
+    """A seed for one purpose (ORDER, AUGMENT) and occasion, statistically independent of the others."""
+    return int(np.random.SeedSequence([seed, purpose, *more]).generate_state(1)[0])
+
+
 def pair_numbers(seed: int, epoch: int, digits: Tensor, held_out: Tensor | None = None) -> Tensor:
     """The numbers (N,) int64 in 0..9 paired with the digits (N,): a pure function of (seed, epoch, digits).
 
@@ -194,9 +204,9 @@ class PairedDigits(Dataset):
     A sample is `(image, number, digit, total)`: image (1, 28, 28) float32 normalised, number, digit and
     total = digit + number int64 scalars. The number of sample i is `pair_numbers(...)[i]`, so it depends
     on (seed, epoch, index) only: not on workers, batch order or device count. It is never one that
-    `held_out` (see `holdout_mask`) marks for the sample's digit. For a training set,
-    `MNISTAdderModule` calls `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0,
-    the same pairs every run.
+    `held_out` (see `holdout_mask`) marks for the sample's digit. For a training set, `EpochSampler`
+    calls `set_epoch` every epoch to draw fresh pairs; an evaluation set stays at epoch 0, the same pairs
+    every run.
 
     Indexing with a list of indices returns a whole batch at once (`__getitems__`), so the DataLoader does
     no per-sample work; give it `collate_fn=keep_batch`.
@@ -240,6 +250,23 @@ def keep_batch(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return batch
 
 
+class EpochSampler(DistributedSampler):
+    """The training order: a shuffle drawn from (seed, epoch), this process's share of it, and the epoch
+    passed on to the dataset, so that pairs, order and a resumed run's epochs never depend on the past.
+
+    Lightning calls `set_epoch` every epoch and, as this is a `DistributedSampler`, leaves it in place
+    under DDP instead of wrapping it.
+    """
+
+    def __init__(self, dataset: PairedDigits, seed: int, epoch: int, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+
 class RandomAffine(nn.Module):
     """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount.
 
@@ -250,16 +277,13 @@ class RandomAffine(nn.Module):
         super().__init__()
         self.degrees, self.translate, self.scale = degrees, translate, scale
 
-    def forward(self, images: Tensor) -> Tensor:
-        size = len(images)
-
-        def uniform(bound: float) -> Tensor:
-            return (torch.rand(size, device=images.device) * 2 - 1) * bound
-
-        angle = uniform(math.radians(self.degrees))
-        zoom = 1 + uniform(self.scale)
-        cos, sin = angle.cos() / zoom, angle.sin() / zoom
-        shift_x, shift_y = uniform(2 * self.translate), uniform(2 * self.translate)  # grid spans [-1, 1]
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augmented images; the random draws come from `generator` (a CPU one), or torch's global one."""
+        shift = 2 * self.translate  # the grid spans [-1, 1]
+        bounds = torch.tensor([math.radians(self.degrees), self.scale, shift, shift])
+        draws = (torch.rand(len(images), 4, generator=generator) * 2 - 1) * bounds
+        angle, zoom, shift_x, shift_y = draws.to(images.device).unbind(dim=1)
+        cos, sin = angle.cos() / (1 + zoom), angle.sin() / (1 + zoom)
         theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
@@ -270,8 +294,9 @@ class MNISTAdderDataModule(L.LightningDataModule):
     """Paired MNIST: 55k training and 5k validation images from the official training set, 10k test.
 
     The validation split and the validation and test pairs are fixed by `eval_seed`, so every run is
-    scored on the same samples; training pairs are redrawn every epoch from `seed`. `augment` holds the
-    `RandomAffine` arguments applied to training batches, on their device, or None for no augmentation.
+    scored on the same samples. Training pairs, order and augmentation are redrawn every epoch from
+    (`seed`, epoch) alone, so a run resumed at epoch k trains exactly as if it had never stopped.
+    `augment` holds the `RandomAffine` arguments applied to training batches, on their device, or None.
     `holdout_pairs` (see `holdout_mask`) are (digit, number) pairs that training never shows; validation
     and test pair every digit with all ten numbers.
     """
@@ -292,9 +317,12 @@ class MNISTAdderDataModule(L.LightningDataModule):
             raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
         if num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}")
+        if not 0 <= seed < 2**32:
+            raise UserError(f"seed must be an integer in 0..{2**32 - 1}, got {seed}")
         self.save_hyperparameters()
         self.augment = RandomAffine(**augment) if augment else None
         self.held_out = holdout_mask(holdout_pairs)
+        self._augment_epoch, self._augment_generator = -1, None  # made per epoch; a Generator won't pickle
         self.train_set: PairedDigits | None = None
         self.val_set: PairedDigits | None = None
         self.test_set: PairedDigits | None = None
@@ -313,27 +341,41 @@ class MNISTAdderDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = PairedDigits(*load_mnist(hp.data_dir, train=False), seed=hp.eval_seed)
 
-    def _loader(self, dataset: PairedDigits, shuffle: bool) -> DataLoader:
+    def _processes(self) -> tuple[int, int]:
+        """(number of processes, this one's rank): each loads its share of every split."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+
+    def _loader(self, dataset: PairedDigits, sampler: DistributedSampler) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             collate_fn=keep_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        epoch = self.trainer.current_epoch if self.trainer else 0  # a resumed run starts at its own epoch
+        seed = derived_seed(self.hparams.seed, ORDER)
+        return self._loader(self.train_set, EpochSampler(self.train_set, seed, epoch, *self._processes()))
+
+    def _eval_loader(self, dataset: PairedDigits) -> DataLoader:
+        # Every sample exactly once across processes: DistributedSampler would pad with repeats.
+        return self._loader(dataset, UnrepeatedDistributedSampler(dataset, *self._processes(), shuffle=False))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
         if self.augment is not None and self.trainer is not None and self.trainer.training:
+            epoch = self.trainer.current_epoch
+            if epoch != self._augment_epoch:
+                seed = derived_seed(self.hparams.seed, AUGMENT, epoch, self.trainer.global_rank)
+                self._augment_epoch, self._augment_generator = epoch, torch.Generator().manual_seed(seed)
             image, *rest = batch
-            batch = (self.augment(image), *rest)
+            batch = (self.augment(image, self._augment_generator), *rest)
         return batch

@@ -8,7 +8,6 @@ under lightning_logs/eval/.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 
 from mnist_adder import UserError
 from mnist_adder.module import MNISTAdderModule
-from mnist_adder.train import report
+from mnist_adder.train import report, user_errors
 
 
 def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
@@ -46,11 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors():
         evaluate(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
 from mnist_adder.data import NUM_DIGITS, holdout_mask
 from mnist_adder.nets import AdderNet
@@ -25,15 +25,16 @@ from mnist_adder.nets import AdderNet
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
 
 
-def stage_metrics(supervises_digit: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:
+def stage_metrics(supervises_digit: bool, evaluation: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:
     """One stage's epoch means: losses, and the digit and sum accuracies, over all samples and, with
-    `seen_and_unseen`, over seen and over held-out pairs apart."""
+    `seen_and_unseen`, over seen and over held-out pairs apart. An evaluation also counts its samples."""
     losses = ["loss", "sum_loss"] + (["digit_loss"] if supervises_digit else [])
     parts = ["", "_seen", "_unseen"] if seen_and_unseen else [""]
     # Accuracy as the mean of exact hits, not a per-class metric: a sum-only net can read an impossible
     # digit (sum - number outside 0..9), which must count as a miss, not be clamped into range.
     accuracies = [f"{head}_acc{part}" for head in ("digit", "sum") for part in parts]
-    return nn.ModuleDict({name: MeanMetric() for name in losses + accuracies})
+    metrics = {name: MeanMetric() for name in losses + accuracies}
+    return nn.ModuleDict(metrics | ({"samples": SumMetric()} if evaluation else {}))
 
 
 class MNISTAdderModule(L.LightningModule):
@@ -71,9 +72,9 @@ class MNISTAdderModule(L.LightningModule):
         )
         self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
         split = bool(self.held_out.any())
-        self.train_metrics = stage_metrics(self.supervises_digit)
-        self.val_metrics = stage_metrics(self.supervises_digit, split)
-        self.test_metrics = stage_metrics(self.supervises_digit, split)
+        self.train_metrics = stage_metrics(self.supervises_digit, evaluation=False)
+        self.val_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
+        self.test_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.val_sum_acc_best = MaxMetric()
 
     @property
@@ -133,6 +134,8 @@ class MNISTAdderModule(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         for name, value in losses.items():
             metrics[name].update(value.detach(), weight=len(image))
+        if "samples" in metrics:
+            metrics["samples"].update(len(image))
         digit_pred, total_pred = self.predictions(digit_logits.detach(), sum_logits.detach(), number)
         unseen = self.held_out[digit, number].float()
         for head, hit in (("digit", digit_pred == digit), ("sum", total_pred == total)):
@@ -151,12 +154,6 @@ class MNISTAdderModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_sum_acc_best.reset()  # forget the sanity check's values
-
-    def on_train_epoch_start(self) -> None:
-        # Training pairs are a function of (seed, epoch, index): tell the dataset which epoch this is.
-        dataset = self.trainer.train_dataloader.dataset
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "train")

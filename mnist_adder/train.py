@@ -5,21 +5,32 @@
     python -m mnist_adder.train -m model=dual,adder seed=1,2     # a sweep, one TensorBoard run per job
 
 Every run writes its TensorBoard events, checkpoints and Hydra config to one folder under
-lightning_logs/, named after its overrides.
+lightning_logs/, named after its overrides and start time, never one that exists. To resume:
+
+    python -m mnist_adder.train model=dual ckpt_path=last   # the newest run with these overrides
+    python -m mnist_adder.train ckpt_path=lightning_logs/.../checkpoints/last.ckpt
+
+continues in the folder of the run it resumes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_adder import UserError
@@ -30,6 +41,31 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
+
+def run_dir(ckpt_path: str | None, runs: str, stamp: str) -> str:
+    """The folder of a run: the run folder it resumes from, else a new one, runs/stamp (or stamp_1, ...).
+
+    `runs` holds the runs with this run's overrides. ckpt_path "last" resumes the newest of them with a
+    checkpoints/last.ckpt; a checkpoint inside a run folder resumes that run.
+    """
+    if ckpt_path == "last":
+        lasts = list(Path(runs).glob("*/checkpoints/last.ckpt"))
+        if lasts:
+            return str(max(lasts, key=lambda path: path.stat().st_mtime).parents[1])
+    elif ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+        folder = Path(ckpt_path).resolve().parents[1]
+        if (folder / ".hydra").is_dir():
+            return str(folder)
+    folder, version = Path(runs) / stamp, 0
+    while folder.exists():  # another run with the same overrides started in the same second
+        version += 1
+        folder = Path(runs) / f"{stamp}_{version}"
+    return str(folder)
+
+
+# Cached: Hydra resolves the run folder more than once, and must get the same answer after creating it.
+OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
+
 # The in-memory dataset hands out whole batches; worker processes would only compete for the 2 cores.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -38,23 +74,48 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 FINAL_METRICS = ("val/sum_acc_best", "test/digit_acc", "test/sum_acc")
 
 
-def check_ckpt_path(ckpt_path: str | None) -> None:
-    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+def resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: ckpt_path, with "last" made a path. Raises UserError if none."""
+    if ckpt_path == "last":
+        last = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(
+                f"ckpt_path=last: no run under {Path(output_dir).parent} has a checkpoints/last.ckpt; "
+                "give a .ckpt file, or train with the same overrides first"
+            )
+        return str(last)
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
         raise UserError(f"ckpt_path {ckpt_path} is not a file: give a .ckpt file, 'last' or null")
+    return ckpt_path
+
+
+def check_resumable(ckpt_path: str, model: L.LightningModule) -> None:
+    """Fail in one line, before training, if `ckpt_path` cannot restore `model`."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:  # not a checkpoint, or one of another net
+        reason = (str(error) or type(error).__name__).strip().splitlines()[0]
+        raise UserError(
+            f"ckpt_path {ckpt_path} cannot resume this model ({reason}): give a checkpoint that this "
+            "config wrote"
+        ) from None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of `cfg`, test its best checkpoint, and return the final metrics."""
-    check_ckpt_path(cfg.ckpt_path)
+    ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
+    if ckpt_path:
+        check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     if cfg.test:
@@ -68,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
     timer = next((callback for callback in callbacks if isinstance(callback, FitTimer)), None)
-    if timer is not None:
+    if timer is not None and timer.seconds is not None:  # None if fit ran in spawned processes
         metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     log_hparams(trainer, cfg, metrics)
@@ -105,14 +166,36 @@ def report(metrics: dict[str, float], log_dir: str | None) -> None:
     log.info("\n" + "\n".join(f"{name:>18}  {value}" for name, value in rows))
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Report what the user got wrong in one line on stderr and exit 2; a bug keeps its traceback.
+
+    That is a `UserError` or Lightning's `MisconfigurationException`, also when Hydra's instantiate wraps
+    it. A run folder that holds nothing but Hydra's start-up files is removed: a refused run leaves nothing.
+    """
+    try:
+        yield
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, (UserError, MisconfigurationException)):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        if HydraConfig.initialized():
+            run = HydraConfig.get()
+            folder, startup_files = Path(run.runtime.output_dir), {".hydra", f"{run.job.name}.log"}
+            if folder.is_dir() and {path.name for path in folder.iterdir()} <= startup_files:
+                shutil.rmtree(folder)
+                if not any(folder.parent.iterdir()):  # the folder of runs with these overrides
+                    folder.parent.rmdir()
+        print(f"error: {str(cause).strip().splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    return metrics.get(cfg.optimized_metric)
+    with user_errors():
+        return train(cfg).get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":
