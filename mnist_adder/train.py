@@ -15,25 +15,30 @@ continues in the folder of the run it resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import UserError
+from mnist_adder import UserError, writable_folder
 from mnist_adder.callbacks import FitTimer
 
 log = logging.getLogger(__name__)
@@ -45,9 +50,14 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 def run_dir(ckpt_path: str | None, runs: str, stamp: str) -> str:
     """The folder of a run: the run folder it resumes from, else a new one, runs/stamp (or stamp_1, ...).
 
-    `runs` holds the runs with this run's overrides. ckpt_path "last" resumes the newest of them with a
-    checkpoints/last.ckpt; a checkpoint inside a run folder resumes that run.
+    `runs` holds the runs with this run's overrides (its name is cut, plus a hash of the whole, if it is
+    too long for a file name). ckpt_path "last" resumes the newest of them with a checkpoints/last.ckpt;
+    a checkpoint inside a run folder resumes that run.
     """
+    overrides = Path(runs).name
+    if len(overrides.encode()) > 200:  # a file name has at most 255 bytes
+        digest = hashlib.sha256(overrides.encode()).hexdigest()[:8]
+        runs = str(Path(runs).with_name(f"{overrides.encode()[:180].decode(errors='ignore')}...{digest}"))
     if ckpt_path == "last":
         lasts = list(Path(runs).glob("*/checkpoints/last.ckpt"))
         if lasts:
@@ -72,6 +82,16 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 # What a run is judged by: shown beside its settings in TensorBoard's HPARAMS tab.
 FINAL_METRICS = ("val/sum_acc_best", "test/digit_acc", "test/sum_acc")
+
+
+class LogDirCheck(Callback):
+    """A Hydra callback: before Hydra makes a run folder, paths.log_dir must be a folder we can write."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with user_errors():
+            writable_folder(Path(config.paths.log_dir), "paths.log_dir")
+
+    on_multirun_start = on_run_start
 
 
 def resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
@@ -105,15 +125,15 @@ def check_resumable(ckpt_path: str, model: L.LightningModule) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of `cfg`, test its best checkpoint, and return the final metrics."""
     ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-
+    # Everything that checks settings first, so that a mistake stops the run before it writes anything.
     datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
-    if ckpt_path:
-        check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights
+    model = hydra.utils.instantiate(cfg.model)
+    if ckpt_path:
+        check_resumable(ckpt_path, model)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
@@ -166,18 +186,25 @@ def report(metrics: dict[str, float], log_dir: str | None) -> None:
     log.info("\n" + "\n".join(f"{name:>18}  {value}" for name, value in rows))
 
 
+# What the user got wrong: ours, Lightning's (e.g. trainer.max_epochs=-3) and OmegaConf's (a ??? value).
+USER_ERRORS = (UserError, MisconfigurationException, MissingMandatoryValue)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Report what the user got wrong in one line on stderr and exit 2; a bug keeps its traceback.
 
-    That is a `UserError` or Lightning's `MisconfigurationException`, also when Hydra's instantiate wraps
-    it. A run folder that holds nothing but Hydra's start-up files is removed: a refused run leaves nothing.
+    That is one of `USER_ERRORS`, also when Hydra's instantiate wraps it. A run folder that holds nothing
+    but Hydra's start-up files is removed: a refused run leaves nothing behind.
     """
     try:
         yield
+    except SIGTERMException:  # Lightning stops at the next batch, and would exit with 0
+        print("error: stopped by SIGTERM; to resume, rerun the command with ckpt_path=last", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, (UserError, MisconfigurationException)):
+        while cause is not None and not isinstance(cause, USER_ERRORS):
             cause = cause.__cause__
         if cause is None:
             raise

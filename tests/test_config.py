@@ -101,7 +101,7 @@ def test_unwritable_data_dir_is_one_line(tmp_path):
     assert (
         result.stderr.strip()
         .splitlines()[-1]
-        .startswith(f"error: data_dir {blocker} is not a writable folder")
+        .startswith(f"error: data.data_dir {blocker} is not a writable folder")
     )
     assert "Traceback" not in result.stderr
 

@@ -1,0 +1,30 @@
+"""Callbacks that break a training run on purpose, for the reliability tests."""
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+
+class Interrupt(L.Callback):
+    """Sends this process `signal_name` (SIGTERM, SIGKILL) at training batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch: int, batch: int, signal_name: str) -> None:
+        self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signal)
+
+
+class PoisonWeights(L.Callback):
+    """Turns the first weight into NaN at training batch `batch` of epoch `epoch`, as a diverging run."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
