@@ -14,5 +14,6 @@ def writable_folder(folder: Path, setting: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        problem = f"{setting} {folder} is not a writable folder ({error.strerror or type(error).__name__})"
+        reason = "a file" if folder.is_file() else error.strerror or type(error).__name__
+        problem = f"{setting} {folder} is not a writable folder ({reason})"
         raise UserError(f"{problem}: set {setting} to one") from None

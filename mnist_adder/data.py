@@ -325,6 +325,7 @@ class MNISTAdderDataModule(L.LightningDataModule):
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}")
         if not 0 <= seed < 2**32:
             raise UserError(f"seed must be an integer in 0..{2**32 - 1}, got {seed}")
+        writable_folder(Path(data_dir), "data.data_dir")
         self.save_hyperparameters()
         self.augment = RandomAffine(**augment) if augment else None
         self.held_out = holdout_mask(holdout_pairs)

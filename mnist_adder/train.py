@@ -125,15 +125,15 @@ def check_resumable(ckpt_path: str, model: L.LightningModule) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of `cfg`, test its best checkpoint, and return the final metrics."""
     ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
-    # Everything that checks settings first, so that a mistake stops the run before it writes anything.
+    # Each part checks its settings as it is made: a mistake stops the run before it writes anything.
     datamodule = hydra.utils.instantiate(cfg.data)
-    callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
-    logger = hydra.utils.instantiate(cfg.logger)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights
     model = hydra.utils.instantiate(cfg.model)
     if ckpt_path:
         check_resumable(ckpt_path, model)
+    callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
+    logger = hydra.utils.instantiate(cfg.logger)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}

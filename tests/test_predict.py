@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_adder import UserError
 from mnist_adder.data import MNIST_MEAN, MNIST_STD
-from mnist_adder.predict import main, newest_checkpoint, read_image, to_mnist
+from mnist_adder.predict import newest_checkpoint, read_image, to_mnist
 
 
 def ink(image: torch.Tensor) -> torch.Tensor:
@@ -53,39 +53,6 @@ def files(tmp_path):
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
     (tmp_path / "folder").mkdir()
     return tmp_path
-
-
-BAD_INPUTS = {
-    "missing file": (["missing.png", "3"], "image missing.png is not a file"),
-    "directory": (["folder", "3"], "image folder is not a file"),
-    "empty file": (["empty.png", "3"], "image empty.png is empty"),
-    "not an image": (["notes.png", "3"], "image notes.png is not a readable image"),
-    "blank image": (["blank.png", "3"], "image blank.png has no ink"),
-    "number 10": (["digit.png", "10"], "number '10' is not an integer in 0..9"),
-    "number -1": (["digit.png", "-1"], "number '-1' is not an integer in 0..9"),
-    "number 7.5": (["digit.png", "7.5"], "number '7.5' is not an integer in 0..9"),
-    "number seven": (["digit.png", "seven"], "number 'seven' is not an integer in 0..9"),
-    "odd count": (["digit.png", "3", "digit.png"], "got 3 arguments: give pairs of IMAGE NUMBER"),
-    "missing checkpoint": (
-        ["digit.png", "3", "--checkpoint", "none.ckpt"],
-        "ckpt_path none.ckpt is not a file",
-    ),
-    "corrupt checkpoint": (
-        ["digit.png", "3", "--checkpoint", "bad.ckpt"],
-        "is not an mnist-adder checkpoint",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_each_bad_input_is_one_line_and_exit_code_2(files, monkeypatch, capsys, case):
-    argv, message = BAD_INPUTS[case]
-    monkeypatch.chdir(files)
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_the_console_script_reports_bad_input_without_a_traceback(files):
