@@ -8,25 +8,20 @@ under lightning_logs/eval/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from mnist_adder import UserError
-from mnist_adder.module import MNISTAdderModule
+from mnist_adder.module import MNISTAdderModule, read_checkpoint
 from mnist_adder.train import report, user_errors
 
 
 def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise UserError(
-            f"ckpt_path {ckpt_path} is not a file: give a .ckpt file written by mnist_adder.train"
-        )
+    """The model of any checkpoint that mnist_adder.train wrote; `UserError` for any other file."""
+    read_checkpoint(ckpt_path)
     try:
-        return MNISTAdderModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
+        return MNISTAdderModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+    except Exception as error:  # the module's constructor fails in many ways on another's checkpoint
         reason = (str(error) or type(error).__name__).splitlines()[0]
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
 

@@ -10,6 +10,7 @@ scheduler are Hydra `_target_` dicts), so in a plain Python shell
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,6 +25,25 @@ from mnist_adder.data import NUM_DIGITS, holdout_mask
 from mnist_adder.nets import AdderNet
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
+
+
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """The contents of a checkpoint file, read safely (tensors and plain values only).
+
+    Raises `UserError` if the file is missing or is not a Lightning checkpoint.
+    """
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path {ckpt_path} is not a file: give a .ckpt file from mnist_adder.train")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception:  # not a zip or pickle, or one holding more than tensors and plain values
+        checkpoint = None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(
+            f"ckpt_path {ckpt_path} is not a checkpoint that mnist_adder.train wrote (torch.load finds no "
+            "state_dict in it)"
+        )
+    return checkpoint
 
 
 def stage_metrics(supervises_digit: bool, evaluation: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:

@@ -29,7 +29,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -40,6 +39,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from mnist_adder import UserError, writable_folder
 from mnist_adder.callbacks import FitTimer
+from mnist_adder.module import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,17 @@ def resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 
 def check_resumable(ckpt_path: str, model: L.LightningModule) -> None:
-    """Fail in one line, before training, if `ckpt_path` cannot restore `model`."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(checkpoint["state_dict"])
-    except Exception as error:  # not a checkpoint, or one of another net
-        reason = (str(error) or type(error).__name__).strip().splitlines()[0]
+    """Fail in one line, before training, if `ckpt_path` holds weights of another net than `model`."""
+
+    def shapes(state: dict[str, Any]) -> set[tuple[str, tuple[int, ...]]]:
+        return {(name, tuple(value.shape)) for name, value in state.items()}
+
+    saved = read_checkpoint(ckpt_path)["state_dict"]
+    if differ := sorted({name for name, _ in shapes(saved) ^ shapes(model.state_dict())}):
         raise UserError(
-            f"ckpt_path {ckpt_path} cannot resume this model ({reason}): give a checkpoint that this "
-            "config wrote"
-        ) from None
+            f"ckpt_path {ckpt_path} holds another net than this config's ({len(differ)} weights differ, "
+            f"e.g. {differ[0]}): resume with the overrides that trained it"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

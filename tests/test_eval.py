@@ -29,7 +29,7 @@ def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_m
 def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
-    with pytest.raises(UserError, match="is not an mnist-adder checkpoint"):
+    with pytest.raises(UserError, match="is not a checkpoint that mnist_adder.train wrote"):
         load_checkpoint(str(text))
     with pytest.raises(UserError, match="is not a file"):
         load_checkpoint(str(tmp_path / "missing.ckpt"))
