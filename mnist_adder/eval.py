@@ -18,10 +18,10 @@ from mnist_adder.train import report, user_errors
 
 def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
     """The model of any checkpoint that mnist_adder.train wrote; `UserError` for any other file."""
-    read_checkpoint(ckpt_path)
     try:
         return MNISTAdderModule.load_from_checkpoint(ckpt_path, map_location="cpu")
-    except Exception as error:  # the module's constructor fails in many ways on another's checkpoint
+    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
+        read_checkpoint(ckpt_path)  # says what a missing, unreadable or foreign file is, if it is one
         reason = (str(error) or type(error).__name__).splitlines()[0]
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
 

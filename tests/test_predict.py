@@ -43,22 +43,11 @@ def test_dark_ink_on_light_paper_reads_like_light_ink_on_dark(tmp_path, mode):
     assert torch.allclose(to_mnist(read_image(str(tmp_path / "dark.png"))), light, atol=0.05)
 
 
-@pytest.fixture
-def files(tmp_path):
-    page = Image.fromarray(stroke_page().numpy())
-    page.save(tmp_path / "digit.png")
-    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
-    (tmp_path / "empty.png").write_bytes(b"")
-    (tmp_path / "notes.png").write_text("not an image")
-    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
-    (tmp_path / "folder").mkdir()
-    return tmp_path
-
-
-def test_the_console_script_reports_bad_input_without_a_traceback(files):
+def test_the_console_script_reports_bad_input_without_a_traceback(tmp_path):
+    Image.fromarray(stroke_page().numpy()).save(tmp_path / "digit.png")
     result = subprocess.run(
         [sys.executable, "-m", "mnist_adder.predict", "digit.png", "seven"],
-        cwd=files,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
