@@ -15,7 +15,6 @@ continues in the folder of the run it resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,15 +28,18 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.experimental.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import UserError, writable_folder
+from mnist_adder import UserError, runs, writable_folder
 from mnist_adder.callbacks import FitTimer
 from mnist_adder.module import read_checkpoint
 
@@ -47,34 +49,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
-def run_dir(ckpt_path: str | None, runs: str, stamp: str) -> str:
-    """The folder of a run: the run folder it resumes from, else a new one, runs/stamp (or stamp_1, ...).
-
-    `runs` holds the runs with this run's overrides (its name is cut, plus a hash of the whole, if it is
-    too long for a file name). ckpt_path "last" resumes the newest of them with a checkpoints/last.ckpt;
-    a checkpoint inside a run folder resumes that run.
-    """
-    overrides = Path(runs).name
-    if len(overrides.encode()) > 200:  # a file name has at most 255 bytes
-        digest = hashlib.sha256(overrides.encode()).hexdigest()[:8]
-        runs = str(Path(runs).with_name(f"{overrides.encode()[:180].decode(errors='ignore')}...{digest}"))
-    if ckpt_path == "last":
-        lasts = list(Path(runs).glob("*/checkpoints/last.ckpt"))
-        if lasts:
-            return str(max(lasts, key=lambda path: path.stat().st_mtime).parents[1])
-    elif ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
-        folder = Path(ckpt_path).resolve().parents[1]
-        if (folder / ".hydra").is_dir():
-            return str(folder)
-    folder, version = Path(runs) / stamp, 0
-    while folder.exists():  # another run with the same overrides started in the same second
-        version += 1
-        folder = Path(runs) / f"{stamp}_{version}"
-    return str(folder)
+def if_gpu(accelerator: str, on_gpu: Any, otherwise: Any) -> Any:
+    """`on_gpu` if `trainer.accelerator` puts the run on CUDA GPUs, else `otherwise`: the one place that
+    decides what pays only there (SyncBatchNorm, bf16), as `${if_gpu:${trainer.accelerator},a,b}`."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return on_gpu if gpu else otherwise
 
 
+OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
+OmegaConf.register_new_resolver("run_name", runs.run_name, replace=True)
 # Cached: Hydra resolves the run folder more than once, and must get the same answer after creating it.
-OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("run_dir", runs.run_dir, use_cache=True, replace=True)
+# Lightning's DDP launcher starts a node's other processes with this function's command: this job alone.
+subprocess_script._hydra_subprocess_cmd = runs.job_command
 
 # The in-memory dataset hands out whole batches; worker processes would only compete for the 2 cores.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -94,10 +81,13 @@ class LogDirCheck(Callback):
     on_multirun_start = on_run_start
 
 
-def resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """The checkpoint to resume from: ckpt_path, with "last" made a path. Raises UserError if none."""
+def resume_path(ckpt_path: str | None, output_dir: str, sweep: bool = False) -> str | None:
+    """The checkpoint to resume from: ckpt_path, with "last" made a path. Raises UserError if none, unless
+    this is a `sweep` job that never began (it starts afresh)."""
     if ckpt_path == "last":
         last = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if sweep and not last.is_file():
+            return None
         if not last.is_file():
             raise UserError(
                 f"ckpt_path=last: no run under {Path(output_dir).parent} has a checkpoints/last.ckpt; "
@@ -124,8 +114,16 @@ def check_resumable(ckpt_path: str, model: L.LightningModule) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the model of `cfg`, test its best checkpoint, and return the final metrics."""
-    ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir)
+    """Fit the model of `cfg`, test its best checkpoint, and return the final metrics.
+
+    With `ckpt_path=last`, a run that already finished in its folder is not trained again: its metrics are
+    returned as they were.
+    """
+    if (finished := runs.finished_metrics(cfg.paths.output_dir, cfg.ckpt_path)) is not None:
+        log.info("%s finished before; its metrics stand", cfg.paths.output_dir)
+        return finished
+    sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir, sweep=sweep)
     # Each part checks its settings as it is made: a mistake stops the run before it writes anything.
     datamodule = hydra.utils.instantiate(cfg.data)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights

@@ -5,10 +5,8 @@ The tests marked `mnist` run `python -m mnist_adder.train` in a subprocess on re
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +14,8 @@ import torch
 
 from mnist_adder import UserError, data
 from mnist_adder.data import MNISTAdderDataModule
-from mnist_adder.train import PROJECT_ROOT, run_dir, train
+from mnist_adder.runs import run_name
+from mnist_adder.train import PROJECT_ROOT, train
 from tests.conftest import compose_train
 
 SHORT = ["debug=limit", "trainer=cpu", "trainer.deterministic=true", "callbacks.error_pictures=null"]
@@ -62,26 +61,6 @@ def test_a_nan_loss_stops_training_in_one_line_and_keeps_the_last_good_checkpoin
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0
     assert all(torch.isfinite(value).all() for value in last["state_dict"].values())
-
-
-def test_a_run_folder_is_never_reused_and_resuming_finds_the_run(tmp_path):
-    runs = tmp_path / "model=dual"
-    assert run_dir(None, str(runs), "stamp") == str(runs / "stamp")
-    (runs / "stamp").mkdir(parents=True)
-    (runs / "stamp_1").mkdir()
-    assert run_dir(None, str(runs), "stamp") == str(runs / "stamp_2")
-
-    for name in ("old", "new"):  # the newest run with a last.ckpt is the one to resume
-        (runs / name / "checkpoints").mkdir(parents=True)
-        (runs / name / ".hydra").mkdir()
-        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"")
-        time.sleep(0.01)
-    assert run_dir("last", str(runs), "stamp") == str(runs / "new")
-    assert run_dir(str(runs / "old" / "checkpoints" / "last.ckpt"), str(runs), "stamp") == str(runs / "old")
-    assert run_dir("last", str(tmp_path / "other"), "stamp") == str(tmp_path / "other" / "stamp")
-
-    long = run_dir(None, str(tmp_path / ("x=1," * 100)), "stamp")  # too long for a file name
-    assert len(os.path.basename(os.path.dirname(long)).encode()) < 255
 
 
 def test_a_damaged_raw_file_is_fetched_again_and_a_failed_fetch_names_it(tmp_path, monkeypatch):
@@ -188,7 +167,7 @@ def test_two_processes_fetching_mnist_at_once_both_get_verified_files(tmp_path):
 @pytest.mark.mnist
 def test_a_run_started_when_its_folder_exists_gets_a_new_one_and_leaves_the_old_alone(tmp_path):
     overrides = [*SHORT, "trainer.max_epochs=1"]
-    runs = tmp_path / ",".join(sorted(overrides))  # Hydra's override_dirname: sorted, comma-separated
+    runs = tmp_path / run_name("__".join(sorted(o.replace("=", "-", 1) for o in overrides)))
     now = datetime.now()
     for second in range(60):  # the folders of every start time in the next minute are taken
         taken = runs / (now + timedelta(seconds=second)).strftime("%Y-%m-%d_%H-%M-%S")
