@@ -1,8 +1,8 @@
 """Where a run's files go: folder names a user can paste, one folder for all processes of a run, and
 finishing what was cut short.
 
-    lightning_logs/model-dual__seed-3/2026-11-22_10-00-00/           python -m mnist_adder.train model=dual seed=3
-    lightning_logs/multirun/2026-11-22_10-00-00/model-adder__seed-1/  one job of a sweep (-m)
+    lightning_logs/model-dual__seed-3/2026-11-22_10-00-00/           train model=dual seed=3
+    lightning_logs/multirun/2026-11-22_10-00-00/model-adder__seed-1/  a job of train -m model=adder seed=1
 
 A folder name holds only letters, digits and `_ . - +`, so every path a run prints can be given back to
 any entry point (`ckpt_path=...`, `hydra.sweep.dir=...`) unquoted. `ckpt_path=last` finishes what a run or
@@ -113,9 +113,8 @@ def rendezvous_store(rank: int):
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     hosts = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
     try:
-        store = TCPStore(
-            host, port, is_master=hosts, timeout=RENDEZVOUS_TIMEOUT, wait_for_workers=False, multi_tenant=hosts
-        )
+        store = TCPStore(host, port, is_master=hosts, timeout=RENDEZVOUS_TIMEOUT, wait_for_workers=False,
+                         multi_tenant=hosts)  # fmt: skip
     except Exception as error:  # a refused bind or a timeout, each in its own words
         raise UserError(
             f"rank {rank} could not reach the run's TCP store at {host}:{port} "
