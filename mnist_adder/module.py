@@ -98,6 +98,7 @@ class MNISTAdderModule(L.LightningModule):
         self.test_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.val_sum_acc_best = MaxMetric()
         self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
+        self.first_bad_loss: Tensor | None = None  # see check_finite
 
     @property
     def supervises_digit(self) -> bool:
@@ -187,13 +188,31 @@ class MNISTAdderModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         step = self.model_step(batch, "train")
-        if not torch.isfinite(step["loss"]):  # stop before the optimiser spreads it to every weight
-            raise UserError(
-                f"the training loss is {step['loss'].item()} at epoch {self.current_epoch}, step "
-                f"{self.global_step}: training stopped, the checkpoints saved before it are intact "
-                "(a lower model.optimizer.lr may help)"
-            )
+        self.check_finite(step["loss"], batch_idx)
         return step
+
+    def check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop training, in one line, once the loss has been NaN or infinite.
+
+        The first bad loss and its step are kept on the device, and read (one host-device sync) only every
+        `log_every_n_steps` steps and at an epoch's last batch: before validation and any checkpoint, so
+        the checkpoints saved before it stay intact.
+        """
+        if self.first_bad_loss is None:
+            self.first_bad_loss = torch.full((2,), -1.0, device=loss.device)  # step, loss; -1: none yet
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss) & (self.first_bad_loss[0] < 0)
+        found = torch.stack([torch.tensor(float(self.global_step), device=loss.device), loss])
+        self.first_bad_loss = torch.where(bad, found, self.first_bad_loss)
+        every = self.trainer.log_every_n_steps
+        if (batch_idx + 1) % every and batch_idx + 1 < self.trainer.num_training_batches:
+            return
+        step, value = self.first_bad_loss.tolist()
+        if step >= 0:
+            raise UserError(
+                f"the training loss is {value} at epoch {self.current_epoch}, step {int(step)}: training "
+                "stopped, the checkpoints saved before it are intact (a lower model.optimizer.lr may help)"
+            )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.model_step(batch, "val")

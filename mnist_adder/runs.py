@@ -20,7 +20,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def finished_metrics(output_dir: str | Path, ckpt_path: str | None) -> dict[str,
             "hydra.sweep.dir"
         )
     return None
+
+
+@contextmanager
+def one_job() -> Iterator[None]:
+    """Leave no DDP state behind a job, so that the next job of a sweep, in this process, starts its own.
+
+    Lightning keeps the process group and the variables it set for its launcher (MASTER_PORT, LOCAL_RANK,
+    ...) after `fit` and `test`; the next job would reuse a group whose other processes have exited.
+    """
+    saved = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    try:
+        yield
+    finally:
+        import torch.distributed
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def job_command(local_rank: int) -> tuple[Sequence[str], str]:

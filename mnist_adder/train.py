@@ -220,7 +220,7 @@ def user_errors() -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
+    with user_errors(), runs.one_job():
         return train(cfg).get(cfg.optimized_metric)
 
 
