@@ -8,13 +8,14 @@ import torch
 
 
 class Interrupt(L.Callback):
-    """Sends this process `signal_name` (SIGTERM, SIGKILL) at training batch `batch` of epoch `epoch`."""
+    """Sends this process `signal_name` (SIGTERM, SIGKILL, SIGUSR1) at training batch `batch` of epoch
+    `epoch`, unless the run resumed from a checkpoint."""
 
     def __init__(self, epoch: int, batch: int, signal_name: str) -> None:
         self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch and trainer.ckpt_path is None:
             os.kill(os.getpid(), self.signal)
 
 
