@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from mnist_adder import UserError
+
+log = logging.getLogger(__name__)
 
 # Unquoted in Hydra's override grammar, and plain in a shell, a URL or TensorBoard's run filter.
 UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
@@ -173,6 +176,21 @@ def one_job() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def share_cores() -> None:
+    """Give this job its share of the machine's cores when the sweep's launcher runs `n_jobs` jobs at once
+    here (`hydra/launcher=joblib`), so that they do not fight over them."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    if n_jobs:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        at_once = min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)  # joblib: -1 is one per core
+        torch.set_num_threads(max(1, cores // at_once))
+        threads = torch.get_num_threads()
+        log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
 
 
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

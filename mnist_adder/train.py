@@ -123,6 +123,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("%s finished before; its metrics stand", cfg.paths.output_dir)
         return finished
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    runs.share_cores()
     ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir, sweep=sweep)
     # Each part checks its settings as it is made: a mistake stops the run before it writes anything.
     datamodule = hydra.utils.instantiate(cfg.data)

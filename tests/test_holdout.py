@@ -74,7 +74,11 @@ def test_seen_and_unseen_accuracies_count_the_right_samples(monkeypatch):
 def test_holdout_run_reports_seen_and_unseen_and_the_study_writes_table_and_figure(tmp_path, fake_mnist):
     run_dir = tmp_path / "runs" / "seed1"
     cfg = compose_train(
-        run_dir, "experiment=holdout", "trainer=cpu", "trainer.max_epochs=1", "data.batch_size=64",
+        run_dir,
+        "experiment=holdout",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "data.batch_size=64",
         "data.val_size=100",
     )
     metrics = train(cfg)
