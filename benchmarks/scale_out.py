@@ -1,0 +1,117 @@
+"""Scale-out measurements on this machine: a sweep run serially and two jobs at a time, and bf16 on a CPU.
+
+    python -m benchmarks.scale_out            # writes benchmarks/scale_out.md and scale_out.json
+    python -m benchmarks.scale_out --quick    # tiny sizes, seconds: checks that the script runs
+
+Each figure is one real `python -m mnist_adder.train` command, timed from start to exit, run one after
+the other so that no two compete for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.run import machine
+
+OUT_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = OUT_DIR.parent
+
+
+def timed(*overrides: str) -> tuple[float, list[dict[str, float]]]:
+    """Wall seconds of one train command, and the metrics.json of each run it made."""
+    with tempfile.TemporaryDirectory() as log_dir:
+        command = [sys.executable, "-m", "mnist_adder.train", f"paths.log_dir={log_dir}", *overrides]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        runs = [json.loads(path.read_text()) for path in sorted(Path(log_dir).rglob("metrics.json"))]
+    return seconds, runs
+
+
+def run(quick: bool) -> dict:
+    short = ["debug=fdr"] if quick else ["debug=limit", "callbacks.error_pictures=null"]
+    sweep = ["-m", "seed=1,2,3,4", *short]
+    serial, _ = timed(*sweep)
+    parallel, _ = timed(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+
+    epoch = (
+        ["debug=fdr"] if quick else ["model=dual", "trainer.max_epochs=1", "callbacks.error_pictures=null"]
+    )
+    precision = {}
+    for name in ("32-true", "bf16-mixed"):
+        seconds, (metrics,) = timed(*epoch, f"trainer.precision={name}")
+        precision[name] = {
+            "wall_seconds": seconds,
+            "fit_seconds": metrics.get("fit_seconds"),
+            "test_sum_acc": metrics.get("test/sum_acc"),
+            "test_digit_acc": metrics.get("test/digit_acc"),
+        }
+    return {
+        "machine": machine(),
+        "quick": quick,
+        "sweep": {
+            "command": " ".join(sweep),
+            "serial_seconds": serial,
+            "joblib_2_seconds": parallel,
+            "ratio": serial / parallel,
+        },  # fmt: skip
+        "precision": {"command": " ".join(epoch), **precision},
+    }
+
+
+def markdown(results: dict) -> str:
+    sweep, precision = results["sweep"], results["precision"]
+    m = results["machine"]
+    lines = [
+        "# Scale-out on this machine",
+        "",
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, no GPU; torch {m['torch']}, "
+        f"lightning {m['lightning']}. Written by `python -m benchmarks.scale_out`"
+        + (" --quick (tiny sizes: not figures to quote)." if results["quick"] else "."),
+        "",
+        f"## A 4-job sweep: `python -m mnist_adder.train {sweep['command']}`",
+        "",
+        "| launcher | wall seconds |",
+        "|---|---|",
+        f"| basic (one job after another) | {sweep['serial_seconds']:.1f} |",
+        f"| `hydra/launcher=joblib hydra.launcher.n_jobs=2` (torch threads = cores // 2 each) "
+        f"| {sweep['joblib_2_seconds']:.1f} |",
+        f"| **serial / parallel** | **{sweep['ratio']:.2f}** |",
+        "",
+        f"## bf16 on a CPU: `python -m mnist_adder.train {precision['command']} trainer.precision=...`",
+        "",
+        "| precision | fit seconds | wall seconds | test digit acc % | test sum acc % |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("32-true", "bf16-mixed"):
+        row = precision[name]
+        fit = f"{row['fit_seconds']:.1f}" if row["fit_seconds"] is not None else "-"
+        accuracies = [f"{100 * row[key]:.2f}" if row[key] is not None else "-"
+                      for key in ("test_digit_acc", "test_sum_acc")]  # fmt: skip
+        lines.append(f"| `{name}` | {fit} | {row['wall_seconds']:.1f} | {' | '.join(accuracies)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for scale_out.md and .json")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale_out.json").write_text(json.dumps(results, indent=2))
+    (args.out / "scale_out.md").write_text(markdown(results))
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
