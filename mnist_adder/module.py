@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
 from mnist_adder import UserError
-from mnist_adder.data import NUM_DIGITS, holdout_mask
+from mnist_adder.data import IMAGE_SHAPE, NUM_DIGITS, holdout_mask
 from mnist_adder.nets import AdderNet
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
@@ -97,6 +97,8 @@ class MNISTAdderModule(L.LightningModule):
         self.val_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.test_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
         self.val_sum_acc_best = MaxMetric()
+        # What the model summary runs once, to show every layer's shapes and multiply-adds.
+        self.example_input_array = (torch.zeros(1, *IMAGE_SHAPE), torch.zeros(1, dtype=torch.long))
         self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
         self.first_bad_loss: Tensor | None = None  # see check_finite
 

@@ -139,14 +139,16 @@ def is_main_process() -> bool:
 
 
 def finished_metrics(output_dir: str | Path, ckpt_path: str | None) -> dict[str, float] | None:
-    """The metrics of a run that already finished in `output_dir`, if `ckpt_path=last` asks to finish it.
+    """The metrics of a run that already finished in `output_dir`, if ckpt_path asks to finish it: "last",
+    or a checkpoint of its own.
 
     Raises `UserError` if `output_dir` already holds a run and ckpt_path does not say to continue it: a
     sweep rerun into its own folder (`hydra.sweep.dir=...`) never overwrites a job.
     """
     folder = Path(output_dir)
     metrics = folder / "metrics.json"
-    if ckpt_path == "last":
+    own = ckpt_path is not None and Path(ckpt_path).resolve().parent == (folder / "checkpoints").resolve()
+    if ckpt_path == "last" or own:
         return json.loads(metrics.read_text()) if metrics.is_file() else None
     if ckpt_path is None and is_main_process() and (metrics.is_file() or (folder / "checkpoints").is_dir()):
         raise UserError(

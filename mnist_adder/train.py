@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
 import signal
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,13 +39,14 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import UserError, runs, writable_folder
+from mnist_adder import UserError, console, runs, writable_folder
 from mnist_adder.callbacks import FitTimer
 from mnist_adder.module import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIGIT = PROJECT_ROOT / "notebooks" / "seven.png"  # an MNIST test image, to try predict on
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
@@ -63,8 +64,7 @@ OmegaConf.register_new_resolver("run_dir", runs.run_dir, use_cache=True, replace
 # Lightning's DDP launcher starts a node's other processes with this function's command: this job alone.
 subprocess_script._hydra_subprocess_cmd = runs.job_command
 
-# The in-memory dataset hands out whole batches; worker processes would only compete for the 2 cores.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
+console.quiet()
 
 
 # What a run is judged by: shown beside its settings in TensorBoard's HPARAMS tab.
@@ -153,22 +153,66 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     log_hparams(trainer, cfg, metrics)
-    report(metrics, log_dir=trainer.log_dir)
+    report(metrics, log_dir=trainer.log_dir, commands=next_steps(cfg, best if cfg.test else ""))
     return metrics
+
+
+def next_steps(cfg: DictConfig, best: str) -> list[tuple[str, str]]:
+    """Ready-to-paste commands for what a user does with a finished run, with its real paths."""
+
+    def here(path: Path) -> str:  # relative to where the user is, if the run is below it
+        return (
+            str(path.resolve().relative_to(Path.cwd()))
+            if path.resolve().is_relative_to(Path.cwd())
+            else str(path)
+        )
+
+    folder = Path(cfg.paths.output_dir)
+    last = folder / "checkpoints" / "last.ckpt"
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    again = [shlex.quote(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
+    commands = []
+    if best:
+        commands += [
+            ("evaluate", f"python -m mnist_adder.eval ckpt_path={here(Path(best))}"),
+            ("predict", f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"),
+        ]
+    commands.append(("curves", f"tensorboard --logdir {here(folder)}"))
+    if last.is_file():
+        resume = ["python -m mnist_adder.train", *again, f"ckpt_path={here(last)}"]
+        commands.append(("resume", " ".join(resume)))
+    return commands
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """Fill TensorBoard's HPARAMS tab: this run's settings beside its final metrics, to compare runs."""
     final = {f"hparams/{name}": metrics[name] for name in FINAL_METRICS if name in metrics}
-    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data", "trainer")}
+    settings = {key: without_plumbing(OmegaConf.to_container(cfg[key], resolve=True))
+                for key in ("model", "data", "trainer")}  # fmt: skip
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams({"seed": cfg.seed, **settings}, metrics=final)
 
 
+def without_plumbing(settings: Any, nested: bool = False) -> Any:
+    """`settings` without Hydra's `_target_`, `_partial_` and `_convert_` keys, for TensorBoard's HPARAMS.
+
+    A nested `_target_` says which part was chosen (the backbone, the optimiser): it stays, as `class`.
+    """
+    if not isinstance(settings, dict):
+        return settings
+    kept = {key: without_plumbing(value, True) for key, value in settings.items() if not key.startswith("_")}
+    if nested and "_target_" in settings:
+        kept = {"class": str(settings["_target_"]).rsplit(".", 1)[-1], **kept}
+    return kept
+
+
 @rank_zero_only
-def report(metrics: dict[str, float], log_dir: str | None) -> None:
-    """Log the final table, and keep the metrics in log_dir/metrics.json for `mnist_adder.results`."""
+def report(
+    metrics: dict[str, float], log_dir: str | None, commands: list[tuple[str, str]] | None = None
+) -> None:
+    """Log the final table, with `commands` (what to do next) under it, and keep the metrics in
+    log_dir/metrics.json for `mnist_adder.results`."""
     if log_dir:
         (Path(log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
@@ -182,6 +226,7 @@ def report(metrics: dict[str, float], log_dir: str | None) -> None:
         ("parameters", f"{metrics['parameters']:,}"),
         ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
         ("log dir", str(log_dir)),
+        *(commands or []),
     ]
     log.info("\n" + "\n".join(f"{name:>18}  {value}" for name, value in rows))
 

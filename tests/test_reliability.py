@@ -127,7 +127,7 @@ def test_an_interrupted_run_resumes_in_its_folder_and_ends_exactly_like_an_unint
         (folder,) = run_folders(log_dir)
         assert not (folder / "metrics.json").exists()
 
-        resumed = train_cli(log_dir, *args, f"ckpt_path='{folder / 'checkpoints' / 'last.ckpt'}'")
+        resumed = train_cli(log_dir, *args, f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}")  # unquoted
         assert resumed.returncode == 0, resumed.stderr
         assert run_folders(log_dir) == [folder]  # the same folder, no new one
         assert final_metrics(json.loads((folder / "metrics.json").read_text())) == expected
@@ -145,7 +145,7 @@ def test_ddp_on_two_cpu_processes_counts_every_test_sample_once_like_one_process
 
     (checkpoint,) = (folder / "checkpoints").glob("epoch*.ckpt")
     single = subprocess.run(
-        [sys.executable, "-m", "mnist_adder.eval", f"ckpt_path='{checkpoint}'", f"paths.log_dir={tmp_path}"],
+        [sys.executable, "-m", "mnist_adder.eval", f"ckpt_path={checkpoint}", f"paths.log_dir={tmp_path}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert single.returncode == 0, single.stderr
