@@ -3,6 +3,8 @@
 import tempfile
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding conf/, data/ and lightning_logs/
+
 
 class UserError(Exception):
     """A problem with what the user asked for: reported as one line, with no traceback."""

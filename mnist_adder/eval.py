@@ -11,19 +11,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import UserError
-from mnist_adder.module import MNISTAdderModule, read_checkpoint
+from mnist_adder.module import load_checkpoint
 from mnist_adder.train import report, user_errors
-
-
-def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
-    """The model of any checkpoint that mnist_adder.train wrote; `UserError` for any other file."""
-    try:
-        return MNISTAdderModule.load_from_checkpoint(ckpt_path, map_location="cpu")
-    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
-        read_checkpoint(ckpt_path)  # says what a missing, unreadable or foreign file is, if it is one
-        reason = (str(error) or type(error).__name__).splitlines()[0]
-        raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

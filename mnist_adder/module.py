@@ -46,6 +46,16 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return checkpoint
 
 
+def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
+    """The model of any checkpoint that mnist_adder.train wrote; `UserError` for any other file."""
+    try:
+        return MNISTAdderModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
+        read_checkpoint(ckpt_path)  # says what a missing, unreadable or foreign file is, if it is one
+        reason = (str(error) or type(error).__name__).splitlines()[0]
+        raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
+
+
 def stage_metrics(supervises_digit: bool, evaluation: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:
     """One stage's epoch means: losses, and the digit and sum accuracies, over all samples and, with
     `seen_and_unseen`, over seen and over held-out pairs apart. An evaluation also counts its samples."""

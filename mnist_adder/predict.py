@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from mnist_adder import UserError
+from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.data import MNIST_MEAN, MNIST_STD, NUM_DIGITS
-from mnist_adder.eval import load_checkpoint
-from mnist_adder.module import MNISTAdderModule
-from mnist_adder.train import PROJECT_ROOT
+from mnist_adder.module import MNISTAdderModule, load_checkpoint
 
 INK_THRESHOLD = 0.25  # a pixel darker than the background by this much (of full range) is ink
 
@@ -51,12 +49,20 @@ def read_image(path: str) -> Tensor:
         with Image.open(file) as image:
             if image.format not in ("PNG", "JPEG", "BMP"):
                 raise UserError(f"image {path} is {image.format}: give a PNG, JPEG or BMP")
-            # Transparent pixels become white paper; palette and colour images become grey.
-            rgba = image.convert("RGBA")
-            paper = Image.new("RGBA", rgba.size, "white")
-            gray = Image.alpha_composite(paper, rgba).convert("L")
+            return ink_on_dark(image)
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"image {path} is not a readable image ({error}): give a PNG, JPEG or BMP") from None
+
+
+def ink_on_dark(image: Image.Image) -> Tensor:
+    """Any PIL image -> (H, W) float32 in [0, 1], ink bright on a dark background.
+
+    Transparent pixels become white paper; palette and colour images become grey; dark ink on light
+    paper (told by the border) is inverted.
+    """
+    rgba = image.convert("RGBA")
+    paper = Image.new("RGBA", rgba.size, "white")
+    gray = Image.alpha_composite(paper, rgba).convert("L")
     pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8)
     pixels = pixels.view(gray.height, gray.width).float() / 255
     border = torch.cat([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])

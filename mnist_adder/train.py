@@ -39,13 +39,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import UserError, console, runs, writable_folder
+from mnist_adder import PROJECT_ROOT, UserError, console, runs, writable_folder
 from mnist_adder.callbacks import FitTimer
 from mnist_adder.module import read_checkpoint
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIGIT = PROJECT_ROOT / "notebooks" / "seven.png"  # an MNIST test image, to try predict on
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mnist_adder.data import MNIST_MEAN, MNIST_STD, MNISTAdderDataModule
-from mnist_adder.eval import load_checkpoint
+from mnist_adder.module import load_checkpoint
 from mnist_adder.predict import predict_files
 from mnist_adder.train import PROJECT_ROOT, train
 from tests.conftest import compose_train
