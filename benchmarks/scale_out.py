@@ -26,7 +26,9 @@ PROJECT_ROOT = OUT_DIR.parent
 def timed(*overrides: str) -> tuple[float, list[dict[str, float]]]:
     """Wall seconds of one train command, and the metrics.json of each run it made."""
     with tempfile.TemporaryDirectory() as log_dir:
-        command = [sys.executable, "-m", "mnist_adder.train", f"paths.log_dir={log_dir}", *overrides]
+        flags = [word for word in overrides if word == "-m"]  # Hydra's flags before the overrides
+        words = [word for word in overrides if word != "-m"]
+        command = [sys.executable, "-m", "mnist_adder.train", *flags, f"paths.log_dir={log_dir}", *words]
         start = time.perf_counter()
         subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True)
         seconds = time.perf_counter() - start

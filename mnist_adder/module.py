@@ -83,6 +83,8 @@ class MNISTAdderModule(L.LightningModule):
         holdout_pairs: the (digit, number) pairs held out of training (`data.holdout_pairs`, see
             `mnist_adder.data.holdout_mask`). If any, validation and test also log each accuracy over
             seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
+        compile: compile the net with `torch.compile` when fitting or testing starts (the weights' names in
+            a checkpoint stay the same).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class MNISTAdderModule(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         holdout_pairs: str | list[list[int]] | None = "none",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -111,6 +114,7 @@ class MNISTAdderModule(L.LightningModule):
         self.example_input_array = (torch.zeros(1, *IMAGE_SHAPE), torch.zeros(1, dtype=torch.long))
         self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
         self.first_bad_loss: Tensor | None = None  # see check_finite
+        self.compiled = False
 
     @property
     def supervises_digit(self) -> bool:
@@ -186,6 +190,11 @@ class MNISTAdderModule(L.LightningModule):
         shown = ("loss",) if stage == "train" else ("digit_acc", "sum_acc")
         for name, metric in getattr(self, f"{stage}_metrics").items():
             self.log(f"{stage}/{name}", metric, prog_bar=name in shown)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("compile") and not self.compiled:
+            self.net.compile()  # in place: the state dict keeps its keys
+            self.compiled = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_sum_acc_best"] = float(self.val_sum_acc_best.max_value)  # the same on every rank

@@ -15,7 +15,7 @@ from tests.conftest import compose_train
 MODELS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
 TRAINERS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "trainer").glob("*.yaml"))
 EXPERIMENTS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
-NEEDS_GPU = {"gpu", "ddp"}
+NEEDS_GPU = {"gpu", "ddp", "mps"}  # composed and instantiated up to the Trainer here
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
@@ -27,7 +27,7 @@ def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trai
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values()]
     logger = hydra.utils.instantiate(cfg.logger)
     if trainer in NEEDS_GPU and not torch.cuda.is_available():
-        pytest.skip(f"trainer={trainer} needs a GPU")
+        pytest.skip(f"trainer={trainer} needs a GPU")  # (mps: an Apple-silicon one)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     assert isinstance(trainer, L.Trainer)
 
@@ -139,3 +139,24 @@ def test_last_checkpoint_is_the_latest_epoch_and_the_best_is_kept_apart(tmp_path
     checkpoints = tmp_path / "checkpoints"
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
     assert len(list(checkpoints.glob("epoch*.ckpt"))) == 1
+
+
+def test_the_profiler_writes_its_report_into_the_run_folder(tmp_path, fake_mnist):
+    train(compose_train(tmp_path, "debug=profiler", "trainer=cpu", "data.batch_size=64", "data.val_size=100"))
+    assert "Profiler Report" in (tmp_path / "fit-profile.txt").read_text()
+
+
+def test_early_stopping_switches_on_beside_the_default_callbacks(tmp_path):
+    cfg = compose_train(tmp_path, "callbacks=early_stopping", "callbacks.early_stopping.patience=2")
+    callbacks = {name: hydra.utils.instantiate(spec) for name, spec in cfg.callbacks.items()}
+    assert isinstance(callbacks["early_stopping"], L.pytorch.callbacks.EarlyStopping)
+    assert callbacks["early_stopping"].patience == 2 and "model_checkpoint" in callbacks
+
+
+def test_a_compiled_net_trains_and_its_checkpoint_loads_uncompiled(tmp_path, fake_mnist):
+    overrides = ["model.compile=true", "trainer=cpu", "trainer.max_epochs=1", "data.batch_size=64",
+                 "data.val_size=100", "callbacks.error_pictures=null"]  # fmt: skip
+    metrics = train(compose_train(tmp_path, *overrides))
+    assert 0 <= metrics["test/sum_acc"] <= 1
+    loaded = MNISTAdderModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert loaded.hparams.compile and not loaded.compiled  # compiled again only when fitting or testing

@@ -167,7 +167,7 @@ def test_two_processes_fetching_mnist_at_once_both_get_verified_files(tmp_path):
 @pytest.mark.mnist
 def test_a_run_started_when_its_folder_exists_gets_a_new_one_and_leaves_the_old_alone(tmp_path):
     overrides = [*SHORT, "trainer.max_epochs=1"]
-    runs = tmp_path / run_name("__".join(sorted(o.replace("=", "-", 1) for o in overrides)))
+    runs = tmp_path / run_name("__".join(o.replace("=", "-", 1) for o in sorted(overrides)))  # as Hydra does
     now = datetime.now()
     for second in range(60):  # the folders of every start time in the next minute are taken
         taken = runs / (now + timedelta(seconds=second)).strftime("%Y-%m-%d_%H-%M-%S")
