@@ -126,7 +126,7 @@ def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) ->
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, image, number, digit, digit_pred, sum_pred) in zip(axes.flat, mistakes, strict=False):
-        ax.imshow(image, cmap="gray")
+        ax.imshow(image.numpy(), cmap="gray")
         title = f"{digit} + {number} = {digit + number}\npredicted {digit_pred}, sum {sum_pred}"
         ax.set_title(title, fontsize=9)
     figure.tight_layout()

@@ -90,11 +90,11 @@ def samples_figure(checkpoint: str, data_dir: Path, shown: int = 12, mistakes: i
 
     columns = 8
     rows = -(-len(chosen) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, chosen, strict=False):
-        ax.imshow(images[i, 0] * MNIST_STD + MNIST_MEAN, cmap="gray_r")
+        ax.imshow((images[i, 0] * MNIST_STD + MNIST_MEAN).numpy(), cmap="gray_r")
         right = bool(sum_pred[i] == sums[i])
         title = f"{int(digits[i])} + {int(numbers[i])}\nsaid {int(digit_pred[i])}, sum {int(sum_pred[i])}"
         ax.set_title(title, fontsize=9, color="black" if right else "red")

@@ -170,10 +170,11 @@ def next_steps(cfg: DictConfig, best: str) -> list[tuple[str, str]]:
     last = folder / "checkpoints" / "last.ckpt"
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     again = [shlex.quote(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
+    paths = [o for o in again if o.startswith("paths.")]  # where this run keeps its data and logs
     commands = []
     if best:
         commands += [
-            ("evaluate", f"python -m mnist_adder.eval ckpt_path={here(Path(best))}"),
+            ("evaluate", " ".join(["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *paths])),
             ("predict", f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"),
         ]
     commands.append(("curves", f"tensorboard --logdir {here(folder)}"))

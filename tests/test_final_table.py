@@ -41,6 +41,7 @@ def test_the_final_table_prints_commands_that_work_as_pasted(tmp_path):
     evaluated = run(shlex.split(commands["evaluate"]))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "test sum acc" in evaluated.stderr + evaluated.stdout
+    assert list(tmp_path.glob("eval/*/metrics.json"))  # under the run's own paths.log_dir
 
     predicted = run([*shlex.split(commands["predict"]), "--json"])
     assert predicted.returncode == 0, predicted.stderr[-3000:]

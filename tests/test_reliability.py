@@ -48,6 +48,7 @@ def test_training_order_and_pairs_do_not_depend_on_the_number_of_workers(fake_mn
     assert not torch.equal(single[0], single[1])  # a new order and new pairs every epoch
 
 
+@pytest.mark.filterwarnings("ignore:Encountered `nan` values")  # torchmetrics, of the poisoned loss: expected
 def test_a_nan_loss_stops_training_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path, fake_mnist):
     poison = ["+callbacks.poison._target_=tests.callbacks.PoisonWeights", "+callbacks.poison.epoch=1"]
     cfg = compose_train(
