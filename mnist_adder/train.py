@@ -152,7 +152,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     log_hparams(trainer, cfg, metrics)
-    report(metrics, log_dir=trainer.log_dir, commands=next_steps(cfg, best if cfg.test else ""))
+    report(metrics, log_dir=cfg.paths.output_dir, commands=next_steps(cfg, best if cfg.test else ""))
     return metrics
 
 

@@ -160,3 +160,17 @@ def test_a_compiled_net_trains_and_its_checkpoint_loads_uncompiled(tmp_path, fak
     assert 0 <= metrics["test/sum_acc"] <= 1
     loaded = MNISTAdderModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.hparams.compile and not loaded.compiled  # compiled again only when fitting or testing
+
+
+@pytest.mark.mnist
+def test_an_mlflow_run_is_read_back_with_mlflows_own_client(tmp_path, monkeypatch):
+    tracking = pytest.importorskip("mlflow.tracking", reason="needs the mlflow extra")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this reader; the run sets it in its config
+    result = run_cli("logger=mlflow", "debug=limit", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}",
+                     cwd=PROJECT_ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = tracking.MlflowClient(tracking_uri=f"file:{tmp_path}/mlruns")
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist_adder").experiment_id])
+    assert run.info.run_name == "debug-limit__logger-mlflow__trainer.max_epochs-1"
+    assert {"val/sum_acc", "test/sum_acc", "time/fit_seconds"} <= set(run.data.metrics)
+    assert list(tmp_path.glob("*/*/metrics.json"))  # the run folder keeps its metrics.json as always
