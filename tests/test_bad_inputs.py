@@ -34,8 +34,7 @@ def files(tmp_path_factory) -> Path:
         backbone={"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
         sum_head={"_target_": "mnist_adder.nets.ExactSumHead"},
     )
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        limit_val_batches=0)  # fmt: skip
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     labels = torch.zeros(4, dtype=torch.long)
     batch = (torch.zeros(4, 1, 28, 28), labels, labels, labels)
     trainer.fit(narrow, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
