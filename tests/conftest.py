@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 from hydra import compose, initialize
@@ -36,3 +38,10 @@ def fake_mnist(monkeypatch) -> None:
         "load_mnist",
         lambda data_dir, train: synthetic_mnist(600 if train else 200, seed=10 + int(train)),
     )
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

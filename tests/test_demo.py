@@ -4,7 +4,6 @@ Runs where chromium and the `demo` extra are installed (`.ci/run` installs both)
 """
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import urllib.request
 import pytest
 
 from mnist_adder.train import PROJECT_ROOT, train
-from tests.conftest import compose_train
+from tests.conftest import compose_train, free_port
 
 pytestmark = pytest.mark.mnist
 CHROMIUM = shutil.which("chromium")
@@ -31,9 +30,7 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture
 def demo_url(checkpoint, tmp_path):
     pytest.importorskip("gradio", reason="needs the demo extra")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(tmp_path / "demo.log", "w")  # noqa: SIM115  closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "mnist_adder.demo", "--checkpoint", checkpoint, "--port", str(port)],

@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,12 @@ import yaml
 from hydra import compose, initialize
 
 from mnist_adder.train import PROJECT_ROOT
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.mnist
 
 SHORT = ["debug=limit", "trainer.max_epochs=1", "callbacks.error_pictures=null"]
 ALL_TEST = "trainer.limit_test_batches=null"  # debug=limit tests a slice
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
