@@ -114,6 +114,7 @@ class MNISTAdderModule(L.LightningModule):
         self.example_input_array = (torch.zeros(1, *IMAGE_SHAPE), torch.zeros(1, dtype=torch.long))
         self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
         self.first_bad_loss: Tensor | None = None  # see check_finite
+        self.device_step: Tensor | None = None
         self.compiled = False
 
     @property
@@ -219,12 +220,14 @@ class MNISTAdderModule(L.LightningModule):
         `log_every_n_steps` steps and at an epoch's last batch: before validation and any checkpoint, so
         the checkpoints saved before it stay intact.
         """
-        if self.first_bad_loss is None:
+        if self.first_bad_loss is None:  # once per fit: this step's number, copied to the device once
             self.first_bad_loss = torch.full((2,), -1.0, device=loss.device)  # step, loss; -1: none yet
+            self.device_step = torch.tensor(float(self.global_step), device=loss.device)
         loss = loss.detach().float()
         bad = ~torch.isfinite(loss) & (self.first_bad_loss[0] < 0)
-        found = torch.stack([torch.tensor(float(self.global_step), device=loss.device), loss])
+        found = torch.stack([self.device_step, loss])
         self.first_bad_loss = torch.where(bad, found, self.first_bad_loss)
+        self.device_step = self.device_step + 1  # counted on the device: no copy from the host per step
         every = self.trainer.log_every_n_steps
         if (batch_idx + 1) % every and batch_idx + 1 < self.trainer.num_training_batches:
             return
