@@ -44,9 +44,11 @@ def cell_accuracy(predicted_sum: Tensor, number: Tensor, digit: Tensor) -> Tenso
 
 
 def head_name(spec: dict) -> str:
-    """The name shown for a sum head's Hydra spec, e.g. "LearnedSumHead (probs)"."""
+    """The name shown for a sum head's Hydra spec, e.g. "LearnedSumHead (probs)", "ShiftSumHead (frozen)"."""
     name = spec["_target_"].rsplit(".", 1)[1]
-    return f"{name} ({spec['digit_input']})" if "digit_input" in spec else name
+    if "digit_input" in spec:
+        name += f" ({spec['digit_input']})"
+    return name + (" (frozen)" if spec.get("trainable") is False else "")
 
 
 def study(runs: list[Path], test_set: PairedDigits) -> tuple[str, str, Tensor, Tensor, list[str]]:

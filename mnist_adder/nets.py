@@ -85,6 +85,12 @@ class FastCNN(nn.Module):
         return self.layers(image)
 
 
+def at_sums(values: Tensor, number: Tensor) -> Tensor:
+    """(B, 10) values for sum - number = 0..9 and (B,) numbers -> (B, 19) over sums, -inf where impossible."""
+    sums = number[:, None] + torch.arange(NUM_DIGITS, device=number.device)
+    return values.new_full((len(number), NUM_SUMS), float("-inf")).scatter(1, sums, values)
+
+
 class LearnedSumHead(nn.Module):
     """(B, 10) digit logits and (B,) int64 numbers -> (B, 19) sum logits.
 
@@ -120,10 +126,31 @@ class ExactSumHead(nn.Module):
     """
 
     def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
-        log_probs = digit_logits.log_softmax(dim=1)
-        sums = number[:, None] + torch.arange(NUM_DIGITS, device=number.device)
-        impossible = log_probs.new_full((len(number), NUM_SUMS), float("-inf"))
-        return impossible.scatter(1, sums, log_probs)
+        return at_sums(digit_logits.log_softmax(dim=1), number)
+
+
+class ShiftSumHead(nn.Module):
+    """(B, 10) digit logits and (B,) int64 numbers -> (B, 19) sum logits: a learned head that adds.
+
+    logit(sum = s) = g(digit logits)[s - number], where g is a learned MLP (10 -> `hidden` -> 10) shared
+    by every number; sums outside number..number+9 get -inf. The head is equivariant to the number: adding
+    k to it shifts the sum logits by k. So g never sees the number, and what it learns from a digit
+    paired with some numbers holds for that digit with every number: held-out (digit, number) pairs are
+    no harder than seen ones. `LearnedSumHead` sees one-hot(number) and must learn each pair's sum apart.
+
+    `trainable=False` freezes g at its initial weights (the ablation that shows g's training matters).
+    Not for label smoothing: impossible sums have -inf logits.
+    """
+
+    def __init__(self, hidden: int = 128, trainable: bool = True) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(NUM_DIGITS, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, NUM_DIGITS)
+        )
+        self.layers.requires_grad_(trainable)
+
+    def forward(self, digit_logits: Tensor, number: Tensor) -> Tensor:
+        return at_sums(self.layers(digit_logits), number)  # layers: logit(sum - number = k), k in 0..9
 
 
 class SeedCNN(nn.Module):
