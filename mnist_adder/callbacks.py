@@ -12,7 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_adder.data import NUM_DIGITS, NUM_SUMS
+from mnist_adder.mnist import NUM_DIGITS
+from mnist_adder.pairing import NUM_SUMS
 
 
 class FitTimer(L.Callback):

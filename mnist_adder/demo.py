@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mnist_adder import UserError
-from mnist_adder.data import NUM_DIGITS
+from mnist_adder.mnist import NUM_DIGITS
 from mnist_adder.module import MNISTAdderModule, load_checkpoint
 from mnist_adder.predict import ink_on_dark, newest_checkpoint, to_mnist
 from mnist_adder.train import user_errors

@@ -21,8 +21,10 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from mnist_adder import UserError
-from mnist_adder.data import NUM_DIGITS, MNISTAdderDataModule, PairedDigits
+from mnist_adder.data import MNISTAdderDataModule
 from mnist_adder.eval import load_checkpoint
+from mnist_adder.mnist import NUM_DIGITS
+from mnist_adder.pairing import PairedDigits
 from mnist_adder.predict import newest_checkpoint
 from mnist_adder.results import mean_std, metrics_of, run_groups_or_exit
 from mnist_adder.train import PROJECT_ROOT

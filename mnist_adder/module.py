@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
 from mnist_adder import UserError
-from mnist_adder.data import IMAGE_SHAPE, NUM_DIGITS, holdout_mask
+from mnist_adder.mnist import IMAGE_SHAPE, NUM_DIGITS
 from mnist_adder.nets import AdderNet
+from mnist_adder.pairing import holdout_mask
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
 
@@ -81,7 +82,7 @@ class MNISTAdderModule(L.LightningModule):
         scheduler: a Hydra spec with `_partial_: true`, completed with the optimiser and
             `total_steps`, and stepped every batch (OneCycleLR); or None for a constant rate.
         holdout_pairs: the (digit, number) pairs held out of training (`data.holdout_pairs`, see
-            `mnist_adder.data.holdout_mask`). If any, validation and test also log each accuracy over
+            `mnist_adder.pairing.holdout_mask`). If any, validation and test also log each accuracy over
             seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
         compile: compile the net with `torch.compile` when fitting or testing starts (the weights' names in
             a checkpoint stay the same).

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnist_adder.data import IMAGE_SHAPE, NUM_DIGITS, NUM_SUMS
+from mnist_adder.mnist import IMAGE_SHAPE, NUM_DIGITS
+from mnist_adder.pairing import NUM_SUMS
 
 
 def with_number(digit: Tensor, number: Tensor) -> Tensor:

@@ -22,7 +22,8 @@ import yaml  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from mnist_adder import PROJECT_ROOT, UserError  # noqa: E402
-from mnist_adder.data import MNIST_MEAN, MNIST_STD, MNISTAdderDataModule  # noqa: E402
+from mnist_adder.data import MNISTAdderDataModule  # noqa: E402
+from mnist_adder.mnist import MNIST_MEAN, MNIST_STD  # noqa: E402
 from mnist_adder.module import load_checkpoint  # noqa: E402
 from mnist_adder.train import user_errors  # noqa: E402
 

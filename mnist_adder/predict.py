@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from mnist_adder import PROJECT_ROOT, UserError
-from mnist_adder.data import MNIST_MEAN, MNIST_STD, NUM_DIGITS
+from mnist_adder.mnist import MNIST_MEAN, MNIST_STD, NUM_DIGITS
 from mnist_adder.module import MNISTAdderModule, load_checkpoint
 
 INK_THRESHOLD = 0.25  # a pixel darker than the background by this much (of full range) is ink

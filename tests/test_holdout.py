@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from mnist_adder import UserError, holdout
-from mnist_adder.data import MNISTAdderDataModule, holdout_mask, pair_numbers
+from mnist_adder.data import MNISTAdderDataModule
 from mnist_adder.module import MNISTAdderModule
+from mnist_adder.pairing import holdout_mask, pair_numbers
 from mnist_adder.train import train
 from tests.conftest import compose_train
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mnist_adder import UserError
-from mnist_adder.data import MNIST_MEAN, MNIST_STD
+from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.predict import newest_checkpoint, read_image, to_mnist
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 import torch
 
-from mnist_adder import UserError, data
+from mnist_adder import UserError, mnist
 from mnist_adder.data import MNISTAdderDataModule
 from mnist_adder.runs import run_name
 from mnist_adder.train import PROJECT_ROOT, train
@@ -65,18 +65,18 @@ def test_a_nan_loss_stops_training_in_one_line_and_keeps_the_last_good_checkpoin
 
 
 def test_a_damaged_raw_file_is_fetched_again_and_a_failed_fetch_names_it(tmp_path, monkeypatch):
-    contents = {name: name.encode() * 100 for name in data.MNIST_SHA256}  # stand-ins for the four files
+    contents = {name: name.encode() * 100 for name in mnist.MNIST_SHA256}  # stand-ins for the four files
     checksums = {name: hashlib.sha256(content).hexdigest() for name, content in contents.items()}
-    monkeypatch.setattr(data, "MNIST_SHA256", checksums)
+    monkeypatch.setattr(mnist, "MNIST_SHA256", checksums)
     fetched = []
 
     def fetch(data_dir):
         fetched.append(True)
         for name, content in contents.items():
-            (data.raw_dir(data_dir) / name).write_bytes(content)
+            (mnist.raw_dir(data_dir) / name).write_bytes(content)
 
-    monkeypatch.setattr(data, "FETCHERS", [fetch])
-    raw = data.fetch_mnist(tmp_path)
+    monkeypatch.setattr(mnist, "FETCHERS", [fetch])
+    raw = mnist.fetch_mnist(tmp_path)
     for damage in ("truncate", "alter", "delete"):
         path = raw / "train-labels-idx1-ubyte"
         if damage == "truncate":
@@ -86,13 +86,13 @@ def test_a_damaged_raw_file_is_fetched_again_and_a_failed_fetch_names_it(tmp_pat
         else:
             path.unlink()
         fetched.clear()
-        data.fetch_mnist(tmp_path)
+        mnist.fetch_mnist(tmp_path)
         assert fetched and path.read_bytes() == contents[path.name]
 
     (raw / "t10k-images-idx3-ubyte").write_bytes(b"damaged")
-    monkeypatch.setattr(data, "FETCHERS", [lambda data_dir: None])  # every route fails
+    monkeypatch.setattr(mnist, "FETCHERS", [lambda data_dir: None])  # every route fails
     with pytest.raises(UserError, match=r"^could not fetch MNIST t10k-images-idx3-ubyte \(missing or"):
-        data.fetch_mnist(tmp_path)
+        mnist.fetch_mnist(tmp_path)
 
 
 def train_cli(log_dir, *overrides: str) -> subprocess.CompletedProcess:
@@ -158,11 +158,11 @@ def test_ddp_on_two_cpu_processes_counts_every_test_sample_once_like_one_process
 
 @pytest.mark.mnist
 def test_two_processes_fetching_mnist_at_once_both_get_verified_files(tmp_path):
-    code = f"from mnist_adder.data import fetch_mnist; fetch_mnist({str(tmp_path)!r})"
+    code = f"from mnist_adder.mnist import fetch_mnist; fetch_mnist({str(tmp_path)!r})"
     processes = [subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT) for _ in range(2)]
     assert [process.wait(timeout=600) for process in processes] == [0, 0]
-    assert data.discard_bad_files(data.raw_dir(tmp_path)) == []
-    assert sorted(path.name for path in data.raw_dir(tmp_path).iterdir()) == sorted(data.MNIST_SHA256)
+    assert mnist.discard_bad_files(mnist.raw_dir(tmp_path)) == []
+    assert sorted(path.name for path in mnist.raw_dir(tmp_path).iterdir()) == sorted(mnist.MNIST_SHA256)
 
 
 @pytest.mark.mnist

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_adder.data import MNIST_MEAN, MNIST_STD, MNISTAdderDataModule
+from mnist_adder.data import MNISTAdderDataModule
+from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.module import load_checkpoint
 from mnist_adder.predict import predict_files
 from mnist_adder.train import PROJECT_ROOT, train
