@@ -19,7 +19,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` and return its test metrics."""
     model = load_checkpoint(cfg.ckpt_path)
     # The pairs the model was trained without: testing is the same, and Lightning wants the two to agree.
-    datamodule = hydra.utils.instantiate(cfg.data, holdout_pairs=model.hparams.get("holdout_pairs", "none"))
+    held_out = {"holdout_pairs": model.hparams.holdout_pairs} if "holdout_pairs" in model.hparams else {}
+    datamodule = hydra.utils.instantiate(cfg.data, **held_out)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=hydra.utils.instantiate(cfg.logger))
     trainer.test(model, datamodule=datamodule)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
@@ -47,29 +47,135 @@ def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def load_checkpoint(ckpt_path: str) -> MNISTAdderModule:
-    """The model of any checkpoint that mnist_adder.train wrote; `UserError` for any other file."""
+def load_checkpoint(ckpt_path: str) -> TaskModule:
+    """The model of any checkpoint that mnist_adder.train wrote, of its own class (an `MNISTAdderModule`
+    unless the checkpoint names another); `UserError` for any other file."""
     try:
-        return MNISTAdderModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+        saved = read_checkpoint(ckpt_path).get("module_class", "mnist_adder.module.MNISTAdderModule")
+        if not str(saved).startswith("mnist_adder."):  # import nothing a foreign file names
+            raise ValueError(f"it names the class {saved}")
+        return get_class(saved).load_from_checkpoint(ckpt_path, map_location="cpu")
     except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
         read_checkpoint(ckpt_path)  # says what a missing, unreadable or foreign file is, if it is one
         reason = (str(error) or type(error).__name__).splitlines()[0]
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
 
 
-def stage_metrics(supervises_digit: bool, evaluation: bool, seen_and_unseen: bool = False) -> nn.ModuleDict:
-    """One stage's epoch means: losses, and the digit and sum accuracies, over all samples and, with
-    `seen_and_unseen`, over seen and over held-out pairs apart. An evaluation also counts its samples."""
-    losses = ["loss", "sum_loss"] + (["digit_loss"] if supervises_digit else [])
-    parts = ["", "_seen", "_unseen"] if seen_and_unseen else [""]
-    # Accuracy as the mean of exact hits, not a per-class metric: a sum-only net can read an impossible
-    # digit (sum - number outside 0..9), which must count as a miss, not be clamped into range.
-    accuracies = [f"{head}_acc{part}" for head in ("digit", "sum") for part in parts]
+def stage_metrics(losses: list[str], accuracies: list[str], evaluation: bool) -> nn.ModuleDict:
+    """One stage's epoch means of the named losses and accuracies; an evaluation also counts its samples.
+
+    Accuracy is the mean of exact hits, not a per-class metric: a sum-only net can read an impossible
+    digit (sum - number outside 0..9), which must count as a miss, not be clamped into range.
+    """
     metrics = {name: MeanMetric() for name in losses + accuracies}
     return nn.ModuleDict(metrics | ({"samples": SumMetric()} if evaluation else {}))
 
 
-class MNISTAdderModule(L.LightningModule):
+class TaskModule(L.LightningModule):
+    """What every task's LightningModule shares: the optimiser and schedule from config, one `model_step`
+    for train, validation and test, metrics logged once per epoch, the best validation sum accuracy (kept
+    across a resume), the stop on a NaN loss, `torch.compile`, and a checkpoint that names its class.
+
+    A task's module sets `self.net` and `{train,val,test}_metrics` (see `stage_metrics`), and defines
+    `model_step(batch, stage)`, which updates the stage's metrics and returns at least the loss.
+    Its hparams hold `optimizer`, `scheduler` and `compile` (see `MNISTAdderModule`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_sum_acc_best = MaxMetric()
+        self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
+        self.first_bad_loss: Tensor | None = None  # see check_finite
+        self.device_step: Tensor | None = None
+        self.compiled = False
+
+    def model_step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def log_metrics(self, stage: str) -> None:
+        """Log the stage's metric objects, at an epoch's end: Lightning computes, syncs and resets them."""
+        shown = ("loss",) if stage == "train" else ("digit_acc", "sum_acc")
+        for name, metric in getattr(self, f"{stage}_metrics").items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name in shown)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("compile") and not self.compiled:
+            self.net.compile()  # in place: the state dict keeps its keys
+            self.compiled = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_sum_acc_best"] = float(self.val_sum_acc_best.max_value)  # the same on every rank
+        checkpoint["module_class"] = f"{type(self).__module__}.{type(self).__qualname__}"  # load_checkpoint
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_val_sum_acc_best = checkpoint.get("val_sum_acc_best")
+
+    def on_train_start(self) -> None:
+        self.val_sum_acc_best.reset()  # forget the sanity check's values, but not a resumed run's best
+        if self.resumed_val_sum_acc_best is not None:
+            self.val_sum_acc_best.update(torch.tensor(self.resumed_val_sum_acc_best))
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        step = self.model_step(batch, "train")
+        self.check_finite(step["loss"], batch_idx)
+        return step
+
+    def check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop training, in one line, once the loss has been NaN or infinite.
+
+        The first bad loss and its step are kept on the device, and read (one host-device sync) only every
+        `log_every_n_steps` steps and at an epoch's last batch: before validation and any checkpoint, so
+        the checkpoints saved before it stay intact.
+        """
+        if self.first_bad_loss is None:  # once per fit: this step's number, copied to the device once
+            self.first_bad_loss = torch.full((2,), -1.0, device=loss.device)  # step, loss; -1: none yet
+            self.device_step = torch.tensor(float(self.global_step), device=loss.device)
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss) & (self.first_bad_loss[0] < 0)
+        found = torch.stack([self.device_step, loss])
+        self.first_bad_loss = torch.where(bad, found, self.first_bad_loss)
+        self.device_step = self.device_step + 1  # counted on the device: no copy from the host per step
+        every = self.trainer.log_every_n_steps
+        if (batch_idx + 1) % every and batch_idx + 1 < self.trainer.num_training_batches:
+            return
+        step, value = self.first_bad_loss.tolist()
+        if step >= 0:
+            raise UserError(
+                f"the training loss is {value} at epoch {self.current_epoch}, step {int(step)}: training "
+                "stopped, the checkpoints saved before it are intact (a lower model.optimizer.lr may help)"
+            )
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        return self.model_step(batch, "val")
+
+    def on_train_epoch_end(self) -> None:
+        self.log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metrics("val")
+        self.val_sum_acc_best(self.val_metrics["sum_acc"].compute())
+        self.log("val/sum_acc_best", self.val_sum_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        return self.model_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metrics("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(
+            self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}
+        )
+        optimizer = optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(
+            optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MNISTAdderModule(TaskModule):
     """Trains an `AdderNet` on (image, number) -> (digit, sum).
 
     Args:
@@ -106,17 +212,16 @@ class MNISTAdderModule(L.LightningModule):
             memory_format=torch.channels_last
         )
         self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
-        split = bool(self.held_out.any())
-        self.train_metrics = stage_metrics(self.supervises_digit, evaluation=False)
-        self.val_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
-        self.test_metrics = stage_metrics(self.supervises_digit, evaluation=True, seen_and_unseen=split)
-        self.val_sum_acc_best = MaxMetric()
+        losses = ["loss", "sum_loss"] + (["digit_loss"] if self.supervises_digit else [])
+        accuracies = ["digit_acc", "sum_acc"]
+        # With held-out pairs, evaluation also scores seen and unseen pairs apart.
+        parts = ["", "_seen", "_unseen"] if self.held_out.any() else [""]
+        evaluated = [f"{name}{part}" for name in accuracies for part in parts]
+        self.train_metrics = stage_metrics(losses, accuracies, evaluation=False)
+        self.val_metrics = stage_metrics(losses, evaluated, evaluation=True)
+        self.test_metrics = stage_metrics(losses, evaluated, evaluation=True)
         # What the model summary runs once, to show every layer's shapes and multiply-adds.
         self.example_input_array = (torch.zeros(1, *IMAGE_SHAPE), torch.zeros(1, dtype=torch.long))
-        self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
-        self.first_bad_loss: Tensor | None = None  # see check_finite
-        self.device_step: Tensor | None = None
-        self.compiled = False
 
     @property
     def supervises_digit(self) -> bool:
@@ -186,84 +291,3 @@ class MNISTAdderModule(L.LightningModule):
                 metrics[f"{head}_acc_unseen"].update(hit.float(), weight=unseen)
         predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
         return {"loss": loss, **predictions}
-
-    def log_metrics(self, stage: str) -> None:
-        """Log the stage's metric objects, at an epoch's end: Lightning computes, syncs and resets them."""
-        shown = ("loss",) if stage == "train" else ("digit_acc", "sum_acc")
-        for name, metric in getattr(self, f"{stage}_metrics").items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name in shown)
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.get("compile") and not self.compiled:
-            self.net.compile()  # in place: the state dict keeps its keys
-            self.compiled = True
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["val_sum_acc_best"] = float(self.val_sum_acc_best.max_value)  # the same on every rank
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.resumed_val_sum_acc_best = checkpoint.get("val_sum_acc_best")
-
-    def on_train_start(self) -> None:
-        self.val_sum_acc_best.reset()  # forget the sanity check's values, but not a resumed run's best
-        if self.resumed_val_sum_acc_best is not None:
-            self.val_sum_acc_best.update(torch.tensor(self.resumed_val_sum_acc_best))
-
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        step = self.model_step(batch, "train")
-        self.check_finite(step["loss"], batch_idx)
-        return step
-
-    def check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        """Stop training, in one line, once the loss has been NaN or infinite.
-
-        The first bad loss and its step are kept on the device, and read (one host-device sync) only every
-        `log_every_n_steps` steps and at an epoch's last batch: before validation and any checkpoint, so
-        the checkpoints saved before it stay intact.
-        """
-        if self.first_bad_loss is None:  # once per fit: this step's number, copied to the device once
-            self.first_bad_loss = torch.full((2,), -1.0, device=loss.device)  # step, loss; -1: none yet
-            self.device_step = torch.tensor(float(self.global_step), device=loss.device)
-        loss = loss.detach().float()
-        bad = ~torch.isfinite(loss) & (self.first_bad_loss[0] < 0)
-        found = torch.stack([self.device_step, loss])
-        self.first_bad_loss = torch.where(bad, found, self.first_bad_loss)
-        self.device_step = self.device_step + 1  # counted on the device: no copy from the host per step
-        every = self.trainer.log_every_n_steps
-        if (batch_idx + 1) % every and batch_idx + 1 < self.trainer.num_training_batches:
-            return
-        step, value = self.first_bad_loss.tolist()
-        if step >= 0:
-            raise UserError(
-                f"the training loss is {value} at epoch {self.current_epoch}, step {int(step)}: training "
-                "stopped, the checkpoints saved before it are intact (a lower model.optimizer.lr may help)"
-            )
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        return self.model_step(batch, "val")
-
-    def on_train_epoch_end(self) -> None:
-        self.log_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metrics("val")
-        self.val_sum_acc_best(self.val_metrics["sum_acc"].compute())
-        self.log("val/sum_acc_best", self.val_sum_acc_best.compute(), prog_bar=True)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        return self.model_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metrics("test")
-
-    def configure_optimizers(self) -> Any:
-        optimizer = instantiate(
-            self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}
-        )
-        optimizer = optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(
-            optimizer, total_steps=self.trainer.estimated_stepping_batches
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -41,7 +41,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from mnist_adder import PROJECT_ROOT, UserError, console, runs, writable_folder
 from mnist_adder.callbacks import FitTimer
-from mnist_adder.module import read_checkpoint
+from mnist_adder.module import MNISTAdderModule, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     log_hparams(trainer, cfg, metrics)
-    report(metrics, log_dir=cfg.paths.output_dir, commands=next_steps(cfg, best if cfg.test else ""))
+    report(metrics, log_dir=cfg.paths.output_dir, commands=next_steps(cfg, best if cfg.test else "", model))
     return metrics
 
 
-def next_steps(cfg: DictConfig, best: str) -> list[tuple[str, str]]:
-    """Ready-to-paste commands for what a user does with a finished run, with its real paths."""
+def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = None) -> list[tuple[str, str]]:
+    """Ready-to-paste commands for what a user does with a finished run, with its real paths.
+
+    `predict` (an image and a number) is offered for an `MNISTAdderModule`; evaluation gets the run's data
+    config when it is not the default one (data=mnist_addition and its data.* overrides).
+    """
 
     def here(path: Path) -> str:  # relative to where the user is, if the run is below it
         return (
@@ -171,12 +175,16 @@ def next_steps(cfg: DictConfig, best: str) -> list[tuple[str, str]]:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     again = [shlex.quote(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
     paths = [o for o in again if o.startswith("paths.")]  # where this run keeps its data and logs
+    data = HydraConfig.get().runtime.choices.get("data", "mnist") if HydraConfig.initialized() else "mnist"
+    if data != "mnist":  # eval reads the default data unless told
+        paths = [f"data={data}", *(o for o in again if o.startswith("data.")), *paths]
     commands = []
     if best:
-        commands += [
-            ("evaluate", " ".join(["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *paths])),
-            ("predict", f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"),
-        ]
+        evaluate = ["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *paths]
+        commands.append(("evaluate", " ".join(evaluate)))
+        if isinstance(model, MNISTAdderModule):
+            predict = f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"
+            commands.append(("predict", predict))
     commands.append(("curves", f"tensorboard --logdir {here(folder)}"))
     if last.is_file():
         resume = ["python -m mnist_adder.train", *again, f"ckpt_path={here(last)}"]

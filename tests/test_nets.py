@@ -10,6 +10,7 @@ from mnist_adder.nets import (
     LearnedSumHead,
     SeedAdderHead,
     SeedCNN,
+    ShiftSumHead,
 )
 
 
@@ -79,6 +80,26 @@ def test_exact_head_passes_gradients_from_the_sum_to_the_digits():
     sum_logits = ExactSumHead()(digit_logits, torch.tensor([2, 7]))
     torch.nn.functional.cross_entropy(sum_logits, torch.tensor([5, 16])).backward()
     assert torch.isfinite(digit_logits.grad).all() and digit_logits.grad.abs().sum() > 0
+
+
+def test_shift_head_is_equivariant_to_the_number():
+    head, digit_logits = ShiftSumHead(hidden=16), torch.randn(5, 10)
+    sums = head(digit_logits, torch.zeros(5, dtype=torch.long))
+    for n in range(10):  # adding n to the number shifts every sum logit by n, the same learned values
+        shifted = head(digit_logits, torch.full((5,), n))
+        assert torch.equal(shifted[:, n : n + 10], sums[:, :10])
+        assert torch.isinf(shifted[:, :n]).all() and torch.isinf(shifted[:, n + 10 :]).all()
+
+
+def test_shift_head_learns_and_can_be_frozen():
+    digit_logits = torch.randn(4, 10, requires_grad=True)
+    head = ShiftSumHead(hidden=16)
+    torch.nn.functional.cross_entropy(
+        head(digit_logits, torch.tensor([0, 1, 2, 3])), torch.tensor([3, 4, 5, 6])
+    ).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    assert digit_logits.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in ShiftSumHead(trainable=False).parameters())
 
 
 def test_seed_nets_copy_the_published_parameter_counts_and_shapes():

@@ -1,0 +1,88 @@
+"""The MNIST-addition benchmark's data: two N-digit numbers, each written as N MNIST images, and their sum.
+
+The protocol of DeepProbLog, DeepStochLog, NeurASP, A-NeSI and ABL: the images of a split are shuffled
+once and cut into consecutive groups of 2N; each group is one sample, the first N images the number a
+(most significant digit first), the last N the number b, and only a + b is the label. So every training
+image is used once per epoch (60,000 images -> 60,000 // 2N sums), and the test sums are made from the
+10k test images the same way.
+
+    from mnist_adder.addition_data import MNISTAdditionDataModule
+    dm = MNISTAdditionDataModule(num_digits=2); dm.prepare_data(); dm.setup("fit")
+    images, digits, total = next(iter(dm.train_dataloader()))   # (B, 4, 1, 28, 28), (B, 4), (B,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mnist_adder import UserError
+from mnist_adder.carry import MAX_NUM_DIGITS, number_of
+from mnist_adder.data import MNISTDataModule
+from mnist_adder.mnist import IMAGE_SHAPE, normalise
+
+
+class AdditionSums(Dataset):
+    """Sums of two `num_digits`-digit numbers written in MNIST images, grouped once by `seed`.
+
+    A sample is `(images, digits, total)`: images (2N, 1, 28, 28) float32 normalised, a's digits then b's,
+    each most significant first; their digits (2N,) int64, for scoring at test time only; and
+    total = a + b, () int64, the only label training reads. Images left over (fewer than 2N) are unused.
+    Indexing with a list of indices returns a whole batch (`__getitems__`), as `PairedDigits` does.
+    """
+
+    def __init__(self, images: Tensor, digits: Tensor, num_digits: int, seed: int) -> None:
+        if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
+            raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
+        self.images, self.num_digits = images, num_digits
+        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))
+        self.groups = order[: len(order) // (2 * num_digits) * 2 * num_digits].view(-1, 2 * num_digits)
+        self.digits = digits.long()[self.groups]  # (samples, 2N)
+        self.totals = number_of(self.digits[:, :num_digits]) + number_of(self.digits[:, num_digits:])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return normalise(self.images[self.groups[index]]), self.digits[index], self.totals[index]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        images, digits, total = self.__getitems__([index])
+        return images[0], digits[0], total[0]
+
+
+class MNISTAdditionDataModule(MNISTDataModule):
+    """MNIST addition with `num_digits`-digit numbers (1..18), the field's protocol (see the module doc).
+
+    `batch_size` counts images, as for the adder task, so that every N takes the same number of steps per
+    epoch: a batch holds batch_size // 2N sums (at least one). `val_size` images may be split off the
+    training images for validation; the benchmark's protocol trains on all 60k (`val_size: 0`) and tests
+    the last epoch. Training sums are grouped once from `seed`, validation and test sums from `eval_seed`.
+    """
+
+    def __init__(
+        self,
+        num_digits: int = 1,
+        data_dir: str = "data",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        val_size: int = 0,
+        seed: int = 0,
+        eval_seed: int = 0,
+        augment: dict[str, float] | None = None,
+    ) -> None:
+        if type(num_digits) is not int or not 1 <= num_digits <= MAX_NUM_DIGITS:
+            raise UserError(f"data.num_digits must be an integer in 1..{MAX_NUM_DIGITS}, got {num_digits!r}")
+        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment)
+
+    @property
+    def batch_samples(self) -> int:
+        return max(1, self.hparams.batch_size // (2 * self.hparams.num_digits))
+
+    def make_dataset(self, images: Tensor, digits: Tensor, split: str) -> AdditionSums:
+        seed = self.hparams.seed if split == "train" else self.hparams.eval_seed
+        return AdditionSums(images, digits, self.hparams.num_digits, seed)

@@ -1,0 +1,73 @@
+"""The LightningModule of the MNIST-addition benchmark: one backbone reads every image, and the loss is
+the exact likelihood of the observed sum (`mnist_adder.carry`). No digit label is read in training.
+
+    python -m mnist_adder.train experiment=mnist_addition                       # N = 1
+    python -m mnist_adder.train experiment=mnist_addition data.num_digits=15    # two 15-digit numbers
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from mnist_adder.carry import number_of, sum_log_likelihood
+from mnist_adder.mnist import IMAGE_SHAPE
+from mnist_adder.module import TaskModule, stage_metrics
+
+Batch = tuple[Tensor, Tensor, Tensor]  # images (B, 2N, 1, 28, 28), digits (B, 2N), total (B,)
+
+
+class MNISTAdditionModule(TaskModule):
+    """Learns digits from sums alone: (B, 2N, 1, 28, 28) images of two N-digit numbers -> digit logits.
+
+    loss = -log P(a + b = total), exact, with the digit distributions the backbone reads (see
+    `mnist_adder.carry.sum_log_likelihood`). The predicted sum is the sum of the most likely digits:
+    `sum_acc` counts a sample right if that equals the true sum. `digit_acc` scores every image's most
+    likely digit against the hidden labels, at test time only. N comes from the batch, so one model
+    reads numbers of any length.
+
+    Args:
+        backbone: a Hydra spec of the digit backbone, e.g. `{"_target_": "mnist_adder.nets.CompactCNN"}`.
+        optimizer, scheduler, compile: as for `mnist_adder.module.MNISTAdderModule`.
+    """
+
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(backbone).to(memory_format=torch.channels_last)
+        self.train_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=False)
+        self.val_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=True)
+        self.test_metrics = stage_metrics(["loss"], ["sum_acc", "digit_acc"], evaluation=True)
+        self.example_input_array = (torch.zeros(1, 2, *IMAGE_SHAPE),)  # one sum of two 1-digit numbers
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 2N, 1, 28, 28) float32 normalised images -> (B, 2N, 10) digit logits."""
+        flat = images.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        return self.net(flat).view(*images.shape[:2], -1)
+
+    def model_step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        images, digits, total = batch
+        log_probs = self(images).log_softmax(dim=-1)
+        log_p_a, log_p_b = log_probs.chunk(2, dim=1)
+        loss = -sum_log_likelihood(log_p_a, log_p_b, total).mean()
+        predicted = log_probs.argmax(dim=-1).detach()
+        predicted_a, predicted_b = predicted.chunk(2, dim=1)
+        predicted_total = number_of(predicted_a) + number_of(predicted_b)
+
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics["loss"].update(loss.detach(), weight=len(images))
+        metrics["sum_acc"].update((predicted_total == total).float())
+        if "digit_acc" in metrics:  # the hidden labels, read at test time only
+            metrics["digit_acc"].update((predicted == digits).float())
+        if "samples" in metrics:
+            metrics["samples"].update(len(images))
+        return {"loss": loss, "sum_pred": predicted_total}

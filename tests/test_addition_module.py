@@ -1,0 +1,42 @@
+"""The MNIST-addition module: sum-only training of a digit reader, composed from the real config."""
+
+import torch
+
+from mnist_adder.addition_module import MNISTAdditionModule
+from mnist_adder.module import load_checkpoint
+from mnist_adder.train import train
+from tests.conftest import compose_train
+
+BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
+
+
+def test_training_never_reads_digit_labels():
+    module = MNISTAdditionModule(BACKBONE)
+    images, total = torch.randn(4, 4, 1, 28, 28), torch.tensor([3, 150, 99, 0])
+    losses = [
+        module.model_step((images, digits, total), "train")["loss"]
+        for digits in (torch.zeros(4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.long))
+    ]
+    assert losses[0] == losses[1]
+
+
+def test_predicted_sum_is_the_sum_of_the_most_likely_digits():
+    module = MNISTAdditionModule(BACKBONE)
+    images = torch.randn(2, 4, 1, 28, 28)
+    digits = module(images).argmax(dim=-1)
+    expected = digits[:, 0] * 10 + digits[:, 1] + digits[:, 2] * 10 + digits[:, 3]
+    step = module.model_step((images, digits, expected), "test")
+    assert torch.equal(step["sum_pred"], expected)
+    assert module.test_metrics["sum_acc"].compute() == 1 and module.test_metrics["digit_acc"].compute() == 1
+
+
+def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, fake_mnist):
+    cfg = compose_train(
+        tmp_path, "experiment=mnist_addition", "data.num_digits=2", "data.batch_size=32", "trainer=cpu",
+        "trainer.max_epochs=8", "model.backbone.width=4", "model.optimizer.lr=0.01", "data.augment=null",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["test/digit_acc"] >= 0.6  # chance: 0.1; no digit label was read
+    assert "val/sum_acc" not in metrics  # the protocol's: no validation, the last epoch is tested
+    checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
+    assert isinstance(load_checkpoint(str(checkpoint)), MNISTAdditionModule)
