@@ -37,6 +37,13 @@ def test_a_short_sum_only_run_reaches_a_test_accuracy_floor(tmp_path):
     assert metrics["test/digit_acc"] >= 0.97
 
 
+def test_mnist_addition_learns_digits_from_sums_of_two_images(tmp_path):
+    cfg = compose_train(tmp_path, "experiment=mnist_addition", "trainer=cpu", "trainer.max_epochs=1")
+    metrics = train(cfg)  # one epoch: 30,000 sums, no digit label read
+    assert metrics["test/digit_acc"] >= 0.97
+    assert metrics["test/sum_acc"] >= 0.94
+
+
 def save(pixels: torch.Tensor, path, mode: str = "L") -> str:
     """(H, W) uint8 -> an image file."""
     Image.fromarray(pixels.numpy()).convert(mode).save(path)
