@@ -36,6 +36,14 @@ def test_dual_training_uses_digit_labels():
     assert loss_of(module, batch()) != loss_of(module, batch(digits=torch.zeros(8, dtype=torch.long)))
 
 
+def test_with_the_shift_head_the_loss_does_not_depend_on_the_numbers():
+    # Why held-out pairs cannot hurt it: which number an image is paired with never reaches a gradient.
+    module = MNISTAdderModule(NET["backbone"], {"_target_": "mnist_adder.nets.ShiftSumHead", "hidden": 16})
+    images, _, digits, _ = batch()
+    for numbers in (torch.zeros(8, dtype=torch.long), torch.arange(8) % 10, torch.full((8,), 9)):
+        assert loss_of(module, (images, numbers, digits, digits + numbers)) == loss_of(module, batch())
+
+
 def test_sum_only_model_reads_its_digit_from_its_sum():
     module = MNISTAdderModule(**NET, digit_loss_weight=0.0)
     sum_logits = torch.nn.functional.one_hot(torch.tensor([12, 3, 0]), 19).float()
