@@ -34,6 +34,9 @@ class MNISTAdditionModule(TaskModule):
         optimizer, scheduler, compile: as for `mnist_adder.module.MNISTAdderModule`.
     """
 
+    datamodule_target = "mnist_adder.addition_data.MNISTAdditionDataModule"
+    data_config = "mnist_addition"
+
     def __init__(
         self,
         backbone: dict[str, Any],

@@ -81,6 +81,10 @@ class TaskModule(L.LightningModule):
     Its hparams hold `optimizer`, `scheduler` and `compile` (see `MNISTAdderModule`).
     """
 
+    # The data it reads: the datamodule's class and its config in conf/data/ (eval checks them).
+    datamodule_target = "mnist_adder.data.MNISTAdderDataModule"
+    data_config = "mnist"
+
     def __init__(self) -> None:
         super().__init__()
         self.val_sum_acc_best = MaxMetric()

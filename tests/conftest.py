@@ -17,6 +17,12 @@ def compose_train(tmp_path, *overrides: str) -> DictConfig:
         return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
 
+def compose_eval(tmp_path, *overrides: str) -> DictConfig:
+    """The real eval config, writing into tmp_path."""
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose("eval", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
 def synthetic_mnist(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (size, 28, 28) uint8 whose brightness encodes the digit, so a net can learn them."""
     generator = torch.Generator().manual_seed(seed)

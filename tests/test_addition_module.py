@@ -1,11 +1,14 @@
 """The MNIST-addition module: sum-only training of a digit reader, composed from the real config."""
 
+import pytest
 import torch
 
+from mnist_adder import UserError
 from mnist_adder.addition_module import MNISTAdditionModule
+from mnist_adder.eval import evaluate
 from mnist_adder.module import load_checkpoint
 from mnist_adder.train import train
-from tests.conftest import compose_train
+from tests.conftest import compose_eval, compose_train
 
 BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
 
@@ -40,3 +43,9 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert "val/sum_acc" not in metrics  # the protocol's: no validation, the last epoch is tested
     checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
     assert isinstance(load_checkpoint(str(checkpoint)), MNISTAdditionModule)
+    with pytest.raises(UserError, match="holds an MNISTAdditionModule.*evaluate it with data=mnist_addition"):
+        evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))
+    metrics = evaluate(
+        compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=mnist_addition", "data.num_digits=2")
+    )
+    assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6

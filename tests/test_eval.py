@@ -2,17 +2,11 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize
 
 from mnist_adder import UserError
 from mnist_adder.eval import evaluate, load_checkpoint
 from mnist_adder.train import train
-from tests.conftest import compose_train
-
-
-def compose_eval(tmp_path, *overrides: str):
-    with initialize(version_base="1.3", config_path="../conf"):
-        return compose("eval", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+from tests.conftest import compose_eval, compose_train
 
 
 def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
