@@ -159,8 +159,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = None) -> list[tuple[str, str]]:
     """Ready-to-paste commands for what a user does with a finished run, with its real paths.
 
-    `predict` (an image and a number) is offered for an `MNISTAdderModule`; evaluation gets the run's data
-    config when it is not the default one (data=mnist_addition and its data.* overrides).
+    `predict` (an image and a number) is offered for an `MNISTAdderModule`; evaluation is told the data
+    the model reads when it is not the default (data=mnist_addition and the run's data.* overrides).
     """
 
     def here(path: Path) -> str:  # relative to where the user is, if the run is below it
@@ -175,12 +175,11 @@ def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = Non
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     again = [shlex.quote(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
     paths = [o for o in again if o.startswith("paths.")]  # where this run keeps its data and logs
-    data = HydraConfig.get().runtime.choices.get("data", "mnist") if HydraConfig.initialized() else "mnist"
-    if data != "mnist":  # eval reads the default data unless told
-        paths = [f"data={data}", *(o for o in again if o.startswith("data.")), *paths]
+    data = getattr(model, "data_config", "mnist")  # eval reads conf/data/mnist.yaml unless told
+    data_args = [] if data == "mnist" else [f"data={data}", *(o for o in again if o.startswith("data."))]
     commands = []
     if best:
-        evaluate = ["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *paths]
+        evaluate = ["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *data_args, *paths]
         commands.append(("evaluate", " ".join(evaluate)))
         if isinstance(model, MNISTAdderModule):
             predict = f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"

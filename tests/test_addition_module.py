@@ -7,7 +7,7 @@ from mnist_adder import UserError
 from mnist_adder.addition_module import MNISTAdditionModule
 from mnist_adder.eval import evaluate
 from mnist_adder.module import load_checkpoint
-from mnist_adder.train import train
+from mnist_adder.train import next_steps, train
 from tests.conftest import compose_eval, compose_train
 
 BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
@@ -49,3 +49,9 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
         compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=mnist_addition", "data.num_digits=2")
     )
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
+
+
+def test_the_final_table_evaluates_with_its_data_and_offers_no_image_and_number_predict(tmp_path):
+    cfg = compose_train(tmp_path, "experiment=mnist_addition")
+    commands = dict(next_steps(cfg, str(tmp_path / "epoch00.ckpt"), MNISTAdditionModule(BACKBONE)))
+    assert "data=mnist_addition" in commands["evaluate"] and "predict" not in commands
