@@ -11,19 +11,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import UserError
-from mnist_adder.module import load_checkpoint
+from mnist_adder.module import check_data, load_checkpoint
 from mnist_adder.train import report, user_errors
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` and return its test metrics."""
     model = load_checkpoint(cfg.ckpt_path)
-    if cfg.data._target_ != model.datamodule_target:
-        raise UserError(
-            f"ckpt_path {cfg.ckpt_path} holds an {type(model).__name__}, which reads other data: evaluate it "
-            f"with data={model.data_config} (and the data.* settings it was trained with)"
-        )
+    check_data(model, cfg.data._target_)
     # The pairs the model was trained without: testing is the same, and Lightning wants the two to agree.
     held_out = {"holdout_pairs": model.hparams.holdout_pairs} if "holdout_pairs" in model.hparams else {}
     datamodule = hydra.utils.instantiate(cfg.data, **held_out)

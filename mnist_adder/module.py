@@ -61,6 +61,15 @@ def load_checkpoint(ckpt_path: str) -> TaskModule:
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
 
 
+def check_data(model: TaskModule, data_target: str) -> None:
+    """Fail in one line if `model` cannot read the batches of the data module `data_target` makes."""
+    if data_target != model.datamodule_target:
+        raise UserError(
+            f"{type(model).__name__} reads the data of data={model.data_config}, not {data_target}: add "
+            f"data={model.data_config} (with the data.* settings it was trained with, for a checkpoint)"
+        )
+
+
 def stage_metrics(losses: list[str], accuracies: list[str], evaluation: bool) -> nn.ModuleDict:
     """One stage's epoch means of the named losses and accuracies; an evaluation also counts its samples.
 

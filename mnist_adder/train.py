@@ -41,7 +41,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from mnist_adder import PROJECT_ROOT, UserError, console, runs, writable_folder
 from mnist_adder.callbacks import FitTimer
-from mnist_adder.module import MNISTAdderModule, read_checkpoint
+from mnist_adder.module import MNISTAdderModule, check_data, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights
     model = hydra.utils.instantiate(cfg.model)
+    check_data(model, cfg.data._target_)
     if ckpt_path:
         check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]

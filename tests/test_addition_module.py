@@ -43,7 +43,10 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert "val/sum_acc" not in metrics  # the protocol's: no validation, the last epoch is tested
     checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
     assert isinstance(load_checkpoint(str(checkpoint)), MNISTAdditionModule)
-    with pytest.raises(UserError, match="holds an MNISTAdditionModule.*evaluate it with data=mnist_addition"):
+    with pytest.raises(
+        UserError,
+        match="MNISTAdditionModule reads the data of data=mnist_addition, not .*: add data=mnist_addition",
+    ):
         evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))
     metrics = evaluate(
         compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=mnist_addition", "data.num_digits=2")

@@ -7,8 +7,8 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_adder.data import MNISTAdderDataModule
-from mnist_adder.module import MNISTAdderModule
+from mnist_adder.data import MNISTDataModule
+from mnist_adder.module import MNISTAdderModule, TaskModule
 from mnist_adder.train import PROJECT_ROOT, train
 from tests.conftest import compose_train
 
@@ -21,9 +21,11 @@ NEEDS_GPU = {"gpu", "ddp", "mps"}  # composed and instantiated up to the Trainer
 @pytest.mark.parametrize("trainer", TRAINERS)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trainer):
-    cfg = compose_train(tmp_path, f"model={model}", f"trainer={trainer}")
-    assert isinstance(hydra.utils.instantiate(cfg.model), MNISTAdderModule)
-    assert isinstance(hydra.utils.instantiate(cfg.data), MNISTAdderDataModule)
+    data = ["data=mnist_addition"] if model == "addition" else []  # the data it reads, see check_data
+    cfg = compose_train(tmp_path, f"model={model}", f"trainer={trainer}", *data)
+    module = hydra.utils.instantiate(cfg.model)
+    assert isinstance(module, TaskModule) and module.datamodule_target == cfg.data._target_
+    assert isinstance(hydra.utils.instantiate(cfg.data), MNISTDataModule)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values()]
     logger = hydra.utils.instantiate(cfg.logger)
     if trainer in NEEDS_GPU and not torch.cuda.is_available():
@@ -44,7 +46,15 @@ def test_a_sum_head_swaps_in_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
     cfg = compose_train(tmp_path, f"experiment={experiment}")
-    assert isinstance(hydra.utils.instantiate(cfg.model), MNISTAdderModule)
+    module = hydra.utils.instantiate(cfg.model)
+    assert isinstance(module, TaskModule) and module.datamodule_target == cfg.data._target_
+
+
+def test_a_model_given_data_it_cannot_read_is_one_clear_error(tmp_path):
+    result = run_cli("model=addition", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "MNISTAdditionModule reads the data of data=mnist_addition" in result.stderr
+    assert not any(tmp_path.iterdir())  # the refused run left no folder
 
 
 def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
