@@ -63,5 +63,6 @@ def sum_log_likelihood(log_p_a: Tensor, log_p_b: Tensor, total: Tensor) -> Tenso
         log_p_t = pair_sums[:, position].gather(1, t.clamp(0, DIGIT_SUMS - 1).flatten(1)).view(t.shape)
         log_p_t = log_p_t.masked_fill((t < 0) | (t >= DIGIT_SUMS), LOG_ZERO)
         log_alpha = torch.logsumexp(log_alpha[:, None, :] + log_p_t, dim=-1)  # (B, 2): carry out
-    leading = sum_digits[:, 0]
-    return log_alpha.gather(1, leading.clamp(0, 1)[:, None])[:, 0].masked_fill(leading > 1, LOG_ZERO)
+    impossible = (total < 0) | (total > 2 * (10**num_digits - 1))  # digits_of would wrap those round
+    leading = sum_digits[:, 0].clamp(0, 1)
+    return log_alpha.gather(1, leading[:, None])[:, 0].masked_fill(impossible, LOG_ZERO)

@@ -51,6 +51,7 @@ def test_impossible_sums_are_near_zero_and_gradients_stay_finite():
     log_p_b = random_digits(3, 2, seed=6)
     likelihood = sum_log_likelihood(log_p_a, log_p_b, torch.tensor([198, 199, 57]))  # 99 + 99 = 198
     assert likelihood[1] < -1e20 and likelihood[0] > -1e20
+    assert (sum_log_likelihood(log_p_a[:2], log_p_b[:2], torch.tensor([1000, -3])) < -1e20).all()
     likelihood[[0, 2]].sum().backward()
     assert torch.isfinite(log_p_a.grad).all() and log_p_a.grad.abs().sum() > 0
 
