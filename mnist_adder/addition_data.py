@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from mnist_adder import UserError
 from mnist_adder.carry import MAX_NUM_DIGITS, number_of
 from mnist_adder.data import MNISTDataModule
-from mnist_adder.mnist import IMAGE_SHAPE, normalise
+from mnist_adder.mnist import check_images, normalise
 
 
 class AdditionSums(Dataset):
@@ -35,9 +35,8 @@ class AdditionSums(Dataset):
     """
 
     def __init__(self, images: Tensor, digits: Tensor, num_digits: int, seed: int) -> None:
-        if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
-            raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
-        self.images, self.num_digits = images, num_digits
+        check_images(images)
+        self.images = images
         order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))
         self.groups = order[: len(order) // (2 * num_digits) * 2 * num_digits].view(-1, 2 * num_digits)
         self.digits = digits.long()[self.groups]  # (samples, 2N)

@@ -20,6 +20,7 @@ from io import StringIO
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 
@@ -137,6 +138,12 @@ def load_mnist(data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
     """Images (N, 28, 28) uint8 and digits (N,) int64 of the official training (60k) or test (10k) set."""
     mnist = MNIST(data_dir, train=train)
     return mnist.data, mnist.targets
+
+
+def check_images(images: Tensor) -> None:
+    """Raise ValueError unless `images` is (N, 28, 28) uint8, as `load_mnist` gives them."""
+    if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
+        raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
 
 
 def normalise(images: Tensor) -> Tensor:

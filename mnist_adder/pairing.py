@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mnist_adder import UserError
-from mnist_adder.mnist import IMAGE_SHAPE, NUM_DIGITS, normalise
+from mnist_adder.mnist import NUM_DIGITS, check_images, normalise
 
 NUM_SUMS = 2 * NUM_DIGITS - 1  # 0 + 0 .. 9 + 9
 
@@ -80,8 +80,7 @@ class PairedDigits(Dataset):
     """
 
     def __init__(self, images: Tensor, digits: Tensor, seed: int, held_out: Tensor | None = None) -> None:
-        if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
-            raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
+        check_images(images)
         self.images, self.digits, self.seed, self.held_out = images, digits.long(), seed, held_out
         # Shared memory, so that worker processes, persistent ones included, see the epoch change.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
