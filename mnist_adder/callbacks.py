@@ -18,17 +18,18 @@ from mnist_adder.pairing import NUM_SUMS
 
 class FitTimer(L.Callback):
     """Measures `fit` from its start to its end, sanity check and validation included (not data loading),
-    and logs it as `time/fit_seconds` to every logger. `seconds` holds it after `fit`."""
+    and logs it as `time/fit_seconds` to every logger. After `fit`, `seconds` holds it and `started` the
+    `time.perf_counter()` at its start."""
 
     def __init__(self) -> None:
         self.seconds: float | None = None
-        self._start = 0.0
+        self.started = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self.started = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = time.perf_counter() - self.started
         for logger in trainer.loggers:
             logger.log_metrics({"time/fit_seconds": self.seconds}, step=trainer.global_step)
 

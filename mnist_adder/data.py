@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from mnist_adder import UserError, writable_folder
 from mnist_adder.mnist import MNIST_MEAN, MNIST_STD, fetch_mnist, load_mnist
@@ -52,15 +53,28 @@ class EpochSampler(DistributedSampler):
             self.dataset.set_epoch(epoch)
 
 
-class RandomAffine(nn.Module):
-    """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount.
+class RandomDistortion(nn.Module):
+    """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount,
+    and, if `elastic_alpha` > 0, bend it by its own smooth random displacement field (elastic distortion).
 
-    torchvision's `v2.RandomAffine` draws one transform per call, which would move a whole batch alike.
+    The affine part draws an angle in +-`degrees`, a zoom in 1 +- `scale` and a shift in +-`translate` of
+    the image size. The elastic part is torchvision's `ElasticTransform` recipe: uniform noise in [-1, 1]
+    per pixel and axis, blurred by a Gaussian of `elastic_sigma` pixels, times `elastic_alpha` / 28. Both
+    end in one `grid_sample`. torchvision's transforms draw one distortion per call, which would move a
+    whole batch alike.
     """
 
-    def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1) -> None:
+    def __init__(
+        self,
+        degrees: float = 10.0,
+        translate: float = 0.1,
+        scale: float = 0.1,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
+    ) -> None:
         super().__init__()
         self.degrees, self.translate, self.scale = degrees, translate, scale
+        self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augmented images; the random draws come from `generator` (a CPU one), or torch's global one."""
@@ -71,6 +85,12 @@ class RandomAffine(nn.Module):
         cos, sin = angle.cos() / (1 + zoom), angle.sin() / (1 + zoom)
         theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        if self.elastic_alpha > 0:
+            size = images.shape[-1]
+            noise = torch.rand(len(images), 2, size, size, generator=generator) * 2 - 1
+            kernel = 2 * math.ceil(3 * self.elastic_sigma) + 1
+            field = gaussian_blur(noise, [kernel, kernel], [self.elastic_sigma, self.elastic_sigma])
+            grid = grid + (field * self.elastic_alpha / size).permute(0, 2, 3, 1).to(images.device)
         background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
         return F.grid_sample(images - background, grid, align_corners=False) + background
 
@@ -82,7 +102,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     A task's subclass turns images and digits into its samples (`make_dataset`). Training order and
     augmentation are drawn from (`seed`, epoch) alone, so a run resumed at epoch k trains exactly as if it
-    had never stopped. `augment` holds the `RandomAffine` arguments, or None. A batch's first element is
+    had never stopped. `augment` holds the `RandomDistortion` arguments, or None. A batch's first element is
     its images, (B, ..., 1, 28, 28): every image is augmented on its own.
     """
 
@@ -107,7 +127,7 @@ class MNISTDataModule(L.LightningDataModule):
             raise UserError(f"seed must be an integer in 0..{2**32 - 1}, got {seed}")
         writable_folder(Path(data_dir), "data.data_dir")
         self.save_hyperparameters()  # the subclass's arguments too
-        self.augment = RandomAffine(**augment) if augment else None
+        self.augment = RandomDistortion(**augment) if augment else None
         self._augment_epoch, self._augment_generator = -1, None  # made per epoch; a Generator won't pickle
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if (finished := runs.finished_metrics(cfg.paths.output_dir, cfg.ckpt_path)) is not None:
         log.info("%s finished before; its metrics stand", cfg.paths.output_dir)
         return finished
+    entered = time.perf_counter()
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     runs.share_cores()
     ckpt_path = resume_path(cfg.ckpt_path, cfg.paths.output_dir, sweep=sweep)
@@ -139,6 +141,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     if cfg.test:
+        tested = time.perf_counter()
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
             # The checkpoint's weights, as validated. trainer.test(ckpt_path=best) would let a weight
@@ -148,10 +151,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.warning("no best checkpoint was saved; testing the final weights")
         trainer.test(model, datamodule=datamodule)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+        metrics["test_seconds"] = time.perf_counter() - tested  # the best checkpoint loaded and tested
     timer = next((callback for callback in callbacks if isinstance(callback, FitTimer)), None)
     if timer is not None and timer.seconds is not None:  # None if fit ran in spawned processes
+        metrics["setup_seconds"] = timer.started - entered  # data, model and trainer made and set up
         metrics["fit_seconds"] = timer.seconds
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    metrics["run_seconds"] = time.perf_counter() - entered  # all of train(): what is not start-up
     log_hparams(trainer, cfg, metrics)
     report(metrics, log_dir=cfg.paths.output_dir, commands=next_steps(cfg, best if cfg.test else "", model))
     return metrics
@@ -227,10 +233,12 @@ def report(
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 
+    validated = "test/sum_acc" not in metrics and "val/sum_acc" in metrics  # eval split=val
+    stage = "val" if validated else "test"
     rows = [
-        ("test digit acc", percent("test/digit_acc")),
-        ("test sum acc", percent("test/sum_acc")),
-        ("best val sum acc", percent("val/sum_acc_best")),
+        (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
+        (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
+        *([] if validated else [("best val sum acc", percent("val/sum_acc_best"))]),
         ("parameters", f"{metrics['parameters']:,}"),
         ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
         ("log dir", str(log_dir)),

@@ -35,11 +35,23 @@ def test_bad_loader_settings_are_rejected():
         MNISTAdderDataModule(num_workers=-1)
 
 
-def test_random_affine_moves_each_image_its_own_way_and_keeps_the_background():
+def test_random_distortion_moves_each_image_its_own_way_and_keeps_the_background():
     images = PairedDigits(*synthetic_mnist(1), seed=0)[0][0].expand(8, 1, 28, 28).clone()
-    assert torch.allclose(data.RandomAffine(degrees=0, translate=0, scale=0)(images), images, atol=1e-5)
-    moved = data.RandomAffine()(images)
+    assert torch.allclose(data.RandomDistortion(degrees=0, translate=0, scale=0)(images), images, atol=1e-5)
+    moved = data.RandomDistortion()(images)
     assert moved.shape == images.shape
     assert not torch.allclose(moved[0], moved[1])
     blank = torch.full((2, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
-    assert torch.allclose(data.RandomAffine(degrees=30)(blank), blank, atol=1e-5)
+    assert torch.allclose(data.RandomDistortion(degrees=30)(blank), blank, atol=1e-5)
+
+
+def test_elastic_distortion_bends_each_image_its_own_way_and_keeps_the_background():
+    images = PairedDigits(*synthetic_mnist(1), seed=0)[0][0].expand(8, 1, 28, 28).clone()
+    still = dict(degrees=0, translate=0, scale=0)
+    bent = data.RandomDistortion(**still, elastic_alpha=34, elastic_sigma=4)(images)
+    assert not torch.allclose(bent, images, atol=1e-3)
+    assert not torch.allclose(bent[0], bent[1], atol=1e-3)
+    slight = data.RandomDistortion(**still, elastic_alpha=0.01)(images)  # the displacement scales with alpha
+    assert torch.allclose(slight, images, atol=0.05)
+    blank = torch.full((2, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
+    assert torch.allclose(data.RandomDistortion(elastic_alpha=34)(blank), blank, atol=1e-5)

@@ -44,3 +44,17 @@ def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"error: ckpt_path {tmp_path}/none.ckpt is not a file")
+
+
+def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_mnist):
+    run_dir = tmp_path / "run"
+    train(compose_train(run_dir, "trainer.max_epochs=1", "data.val_size=100", "test=false"))
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    plain = evaluate(compose_eval(tmp_path / "plain", ckpt, "data.val_size=100", "split=val"))
+    shifted = evaluate(
+        compose_eval(tmp_path / "shifted", ckpt, "data.val_size=100", "split=val", "test_time_shifts=2")
+    )
+    assert plain["val/samples"] == shifted["val/samples"] == 100 and "test/sum_acc" not in plain
+    assert plain["val/sum_loss"] != shifted["val/sum_loss"]  # another model: five views averaged
+    with pytest.raises(UserError, match="split must be test or val"):
+        evaluate(compose_eval(tmp_path / "bad", ckpt, "split=train"))

@@ -2,6 +2,7 @@ import lightning as L
 import pytest
 import torch
 
+from mnist_adder import UserError
 from mnist_adder.module import MNISTAdderModule
 from tests.conftest import synthetic_mnist
 
@@ -83,3 +84,27 @@ def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
     assert (sum_probs.argmax(dim=1) == total).all()
     possible = (digit >= 0) & (digit <= 9)  # a sum-only model can read an impossible digit
     assert (digit_probs.argmax(dim=1)[possible] == digit[possible]).all()
+
+
+def test_test_time_shifts_average_five_views_out_of_training_only():
+    exact = {**NET, "sum_head": {"_target_": "mnist_adder.nets.ExactSumHead"}}
+    torch.manual_seed(0)
+    plain = MNISTAdderModule(**exact)
+    shifted = MNISTAdderModule(**exact, test_time_shifts=1)
+    shifted.load_state_dict(plain.state_dict())
+    images, numbers, _, _ = batch()
+    for module in (plain, shifted):
+        module.train()
+    assert torch.equal(plain(images, numbers)[0], shifted(images, numbers)[0])  # training sees one view
+    plain.eval(), shifted.eval()
+    digit_logits, sum_logits = shifted(images, numbers)
+    views = [images, *(images.roll(s, dims=d) for d in (-1, -2) for s in (1, -1))]
+    mean_probs = torch.stack([plain(view, numbers)[0].softmax(dim=1) for view in views]).mean(dim=0)
+    assert torch.allclose(digit_logits.exp(), mean_probs, atol=1e-6)
+    assert torch.allclose(sum_logits.exp().sum(dim=1), torch.ones(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("shifts", [-1, 14, 1.5])
+def test_test_time_shifts_out_of_range_are_one_clear_error(shifts):
+    with pytest.raises(UserError, match="test_time_shifts must be 0"):
+        MNISTAdderModule(**NET, test_time_shifts=shifts)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_adder.nets import (
@@ -35,6 +36,20 @@ def test_fast_backbone_gives_digit_logits_with_fewer_multiply_adds():
         return counter.get_total_flops() // 2
 
     assert mult_adds(fast) < mult_adds(compact) / 2
+
+
+@pytest.mark.parametrize("options", [{"stem": "strided"}, {"batch_norm": False}])
+def test_fast_backbone_variants_give_digit_logits(options):
+    net = FastCNN(**options)
+    assert net(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert any(isinstance(layer, nn.BatchNorm2d) for layer in net.modules()) == options.get(
+        "batch_norm", True
+    )
+
+
+def test_fast_backbone_refuses_an_unknown_stem():
+    with pytest.raises(ValueError, match="stem must be 'pooled' or 'strided'"):
+        FastCNN(stem="big")
 
 
 def test_learned_sum_head_gives_19_logits_that_depend_on_the_number():
