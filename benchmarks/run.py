@@ -276,13 +276,15 @@ def time_to_99(args: argparse.Namespace, data_dir: str) -> dict:
     wall time is broken down into start-up (Python, imports, Hydra; the wall time not spent in train()),
     set-up (data, model, trainer), fit and test.
     """
-    quick = ["trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-    tiny = quick if args.quick else []
+    tiny = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    tiny = tiny if args.quick else []
     reference = [reference_fit(data_dir, 1024 if args.quick else None) for _ in range(args.repeats)]
     speedruns = [
         command(["experiment=speedrun", f"seed={seed}", *tiny]) for seed in range(1, args.repeats + 1)
     ]
-    default = command(["model=dual", "seed=1", *STOP_AT_99, *(quick if args.quick else [])])
+    default = command(
+        ["model=dual", "seed=1", *STOP_AT_99, *tiny, *(["trainer.max_epochs=1"] if tiny else [])]
+    )
     return {"reference": reference, "speedrun": speedruns, "default": default}
 
 

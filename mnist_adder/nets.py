@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnist_adder import UserError
 from mnist_adder.mnist import IMAGE_SHAPE, NUM_DIGITS
 from mnist_adder.pairing import NUM_SUMS
 
@@ -70,7 +71,8 @@ class FastCNN(nn.Module):
     `stem="strided"` makes the first stage a 5x5 conv of stride 2 instead of a 3x3 conv and pooling at
     28 pixels: the same multiply-adds, but no 28-pixel feature map to pool, zero-fill and keep for the
     backward pass, which on a CPU made that stage a third of the training time (see README, Performance).
-    `batch_norm=False` drops BatchNorm (the convs get biases).
+    `batch_norm=False` drops BatchNorm (the convs get biases). `border` pixels are cut off each side of the
+    image first: MNIST's digits sit in its central 20x20 box, and border=2 saves a quarter of the work.
     """
 
     def __init__(
@@ -78,10 +80,14 @@ class FastCNN(nn.Module):
         widths: Sequence[int] = (16, 32, 64),
         stem: Literal["pooled", "strided"] = "pooled",
         batch_norm: bool = True,
+        border: int = 0,
     ) -> None:
         super().__init__()
         if stem not in ("pooled", "strided"):
-            raise ValueError(f"stem must be 'pooled' or 'strided', got {stem!r}")
+            raise UserError(f"model.backbone.stem must be 'pooled' or 'strided', got {stem!r}")
+        if type(border) is not int or not 0 <= border <= 4:
+            raise UserError(f"model.backbone.border must be 0..4 pixels (digits fill 20x20), got {border!r}")
+        self.border = border
         layers, channels = [], 1
         for i, width in enumerate(widths):
             if i == 0 and stem == "strided":
@@ -90,10 +96,12 @@ class FastCNN(nn.Module):
                 down = [nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm), nn.MaxPool2d(2)]
             layers += [*down, *([nn.BatchNorm2d(width)] if batch_norm else []), nn.ReLU(inplace=True)]
             channels = width
-        size = IMAGE_SHAPE[1] >> len(widths)
+        size = (IMAGE_SHAPE[1] - 2 * border) >> len(widths)
         self.layers = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * size * size, NUM_DIGITS))
 
     def forward(self, image: Tensor) -> Tensor:
+        if self.border:
+            image = image[..., self.border : -self.border, self.border : -self.border]
         return self.layers(image)
 
 
@@ -118,7 +126,7 @@ class LearnedSumHead(nn.Module):
     def __init__(self, hidden: int = 128, digit_input: Literal["probs", "logits"] = "logits") -> None:
         super().__init__()
         if digit_input not in ("probs", "logits"):
-            raise ValueError(f"digit_input must be 'probs' or 'logits', got {digit_input!r}")
+            raise UserError(f"model.sum_head.digit_input must be 'probs' or 'logits', got {digit_input!r}")
         self.digit_input = digit_input
         self.layers = nn.Sequential(
             nn.Linear(2 * NUM_DIGITS, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, NUM_SUMS)

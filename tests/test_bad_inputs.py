@@ -59,12 +59,23 @@ TRAIN = {  # case: (overrides, the start of the first stderr line)
     "checkpoint is a text file": (["ckpt_path={files}/notes.txt"], "error: ckpt_path {files}/notes.txt"),
     "checkpoint of another net": (["ckpt_path={files}/narrow.ckpt"], "error: ckpt_path {files}/narrow"),
     "nothing to resume": (["ckpt_path=last"], "error: ckpt_path=last: no run under"),
+    "test-time shifts too far": (["model.test_time_shifts=20"], "error: test_time_shifts must be 0 (none)"),
+    "unknown backbone stem": (
+        ["model/backbone=fast", "model.backbone.stem=big"],
+        "error: model.backbone.stem",
+    ),
+    "unknown digit input": (["model.sum_head.digit_input=pixels"], "error: model.sum_head.digit_input must"),
 }
 EVAL = {
     "no checkpoint given": ([], "error: Missing mandatory value: ckpt_path"),
     "missing checkpoint": (["ckpt_path=/no/such.ckpt"], "error: ckpt_path /no/such.ckpt is not a file"),
     "checkpoint is a folder": (["ckpt_path={files}/folder"], "error: ckpt_path {files}/folder is not a file"),
     "checkpoint is a text file": (["ckpt_path={files}/notes.txt"], "error: ckpt_path {files}/notes.txt is"),
+    "unknown split": (["ckpt_path={files}/narrow.ckpt", "split=train"], "error: split must be test or val"),
+    "test-time shifts negative": (
+        ["ckpt_path={files}/narrow.ckpt", "test_time_shifts=-2"],
+        "error: test_time_",
+    ),
 }
 PREDICT = {
     "missing image": (["missing.png", "3"], "error: image missing.png is not a file"),

@@ -50,6 +50,14 @@ def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
     assert isinstance(module, TaskModule) and module.datamodule_target == cfg.data._target_
 
 
+def test_the_records_recipes_keep_their_budgets(tmp_path):
+    best = hydra.utils.instantiate(compose_train(tmp_path, "experiment=best").model)
+    assert sum(p.numel() for p in best.parameters()) <= 100_000  # the record's parameter budget
+    assert best.hparams.test_time_shifts == 1  # what was chosen on validation is what is tested
+    speedrun = compose_train(tmp_path, "experiment=speedrun")
+    assert speedrun.trainer.max_epochs == 1 and speedrun.data.augment is None
+
+
 def test_a_model_given_data_it_cannot_read_is_one_clear_error(tmp_path):
     result = run_cli("model=addition", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr

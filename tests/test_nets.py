@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mnist_adder import UserError
 from mnist_adder.nets import (
     AdderNet,
     CompactCNN,
@@ -38,7 +39,7 @@ def test_fast_backbone_gives_digit_logits_with_fewer_multiply_adds():
     assert mult_adds(fast) < mult_adds(compact) / 2
 
 
-@pytest.mark.parametrize("options", [{"stem": "strided"}, {"batch_norm": False}])
+@pytest.mark.parametrize("options", [{"stem": "strided"}, {"batch_norm": False}, {"border": 2}])
 def test_fast_backbone_variants_give_digit_logits(options):
     net = FastCNN(**options)
     assert net(torch.randn(4, 1, 28, 28)).shape == (4, 10)
@@ -47,9 +48,19 @@ def test_fast_backbone_variants_give_digit_logits(options):
     )
 
 
-def test_fast_backbone_refuses_an_unknown_stem():
-    with pytest.raises(ValueError, match="stem must be 'pooled' or 'strided'"):
+def test_fast_backbone_refuses_an_unknown_stem_or_border():
+    with pytest.raises(UserError, match="model.backbone.stem must be 'pooled' or 'strided'"):
         FastCNN(stem="big")
+    with pytest.raises(UserError, match="model.backbone.border must be 0..4"):
+        FastCNN(border=5)
+
+
+def test_fast_backbone_with_a_border_never_reads_it():
+    net = FastCNN(border=2, stem="strided").eval()
+    image = torch.randn(1, 1, 28, 28)
+    edited = image.clone()
+    edited[..., :2, :] = edited[..., -2:, :] = edited[..., :, :2] = edited[..., :, -2:] = 9.0
+    assert torch.equal(net(image), net(edited))
 
 
 def test_learned_sum_head_gives_19_logits_that_depend_on_the_number():
@@ -76,7 +87,7 @@ def test_sum_head_reads_probabilities_or_raw_logits():
     # Probabilities ignore a shift of all logits; raw logits do not.
     assert torch.allclose(probs(digit_logits + 5, number), probs(digit_logits, number), atol=1e-6)
     assert not torch.allclose(logits(digit_logits + 5, number), logits(digit_logits, number))
-    with pytest.raises(ValueError, match="digit_input must be"):
+    with pytest.raises(UserError, match="model.sum_head.digit_input must be"):
         LearnedSumHead(digit_input="argmax")
 
 
