@@ -330,12 +330,13 @@ def run(args: argparse.Namespace) -> dict:
     tiny = ["data.batch_size=32", "data.val_size=100"] if args.quick else []  # for the smoke test
     dual = config("model=dual", *tiny)
     results: dict = {"machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
-    results["time_to_99"] = time_to_99(args, dual.data.data_dir)  # first: each run is a fresh process
 
     # First, while this process is fresh, so that its peak memory is that of a training run.
     fractions = [0.25, 0.5, 1.0]
     results["scaling"] = scaling(dual, fractions, epochs=args.repeats)
     results["scaling"]["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+    results["time_to_99"] = time_to_99(args, dual.data.data_dir)
 
     results["overhead"] = overhead(dual, args)
 

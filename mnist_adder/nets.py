@@ -68,11 +68,11 @@ class FastCNN(nn.Module):
     *before* BatchNorm and ReLU, so that those run on a quarter of the pixels: about twice as fast to train
     as conv-BN-ReLU-pool. widths=(16, 32, 64): 29k parameters, 1.9M multiply-adds per image.
 
-    `stem="strided"` makes the first stage a 5x5 conv of stride 2 instead of a 3x3 conv and pooling at
-    28 pixels: the same multiply-adds, but no 28-pixel feature map to pool, zero-fill and keep for the
-    backward pass, which on a CPU made that stage a third of the training time (see README, Performance).
-    `batch_norm=False` drops BatchNorm (the convs get biases). `border` pixels are cut off each side of the
-    image first: MNIST's digits sit in its central 20x20 box, and border=2 saves a quarter of the work.
+    Variants, each a lever of the speedrun (`results/speedrun.md` has what each gave): `stem="strided"`
+    makes the first stage a 5x5 conv of stride 2 instead of a 3x3 conv and pooling at 28 pixels (the same
+    multiply-adds, no 28-pixel feature map to pool); `batch_norm=False` drops BatchNorm (the convs get
+    biases); `border` pixels are cut off each side of the image first (MNIST's digits sit in its central
+    20x20 box: border=2 saves a quarter of the multiply-adds).
     """
 
     def __init__(
