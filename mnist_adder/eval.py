@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (trainer.test if cfg.split == "test" else trainer.validate)(model, datamodule=datamodule)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
-    report(metrics, log_dir=trainer.log_dir)
+    report(metrics, log_dir=trainer.log_dir, stage=cfg.split)
     return metrics
 
 

@@ -223,22 +223,24 @@ def without_plumbing(settings: Any, nested: bool = False) -> Any:
 
 @rank_zero_only
 def report(
-    metrics: dict[str, float], log_dir: str | None, commands: list[tuple[str, str]] | None = None
+    metrics: dict[str, float],
+    log_dir: str | None,
+    commands: list[tuple[str, str]] | None = None,
+    stage: str = "test",
 ) -> None:
     """Log the final table, with `commands` (what to do next) under it, and keep the metrics in
-    log_dir/metrics.json for `mnist_adder.results`."""
+    log_dir/metrics.json for `mnist_adder.results`. `stage` is the split scored last: test, or val for
+    `mnist_adder.eval split=val`."""
     if log_dir:
         (Path(log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 
-    validated = "test/sum_acc" not in metrics and "val/sum_acc" in metrics  # eval split=val
-    stage = "val" if validated else "test"
     rows = [
         (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
         (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
-        *([] if validated else [("best val sum acc", percent("val/sum_acc_best"))]),
+        *([("best val sum acc", percent("val/sum_acc_best"))] if stage == "test" else []),
         ("parameters", f"{metrics['parameters']:,}"),
         ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
         ("log dir", str(log_dir)),

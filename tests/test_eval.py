@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -46,11 +47,14 @@ def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     assert result.stderr.strip().startswith(f"error: ckpt_path {tmp_path}/none.ckpt is not a file")
 
 
-def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_mnist):
+def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_mnist, caplog):
     run_dir = tmp_path / "run"
     train(compose_train(run_dir, "trainer.max_epochs=1", "data.val_size=100", "test=false"))
     ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    caplog.set_level(logging.INFO, logger="mnist_adder.train")
+    caplog.clear()
     plain = evaluate(compose_eval(tmp_path / "plain", ckpt, "data.val_size=100", "split=val"))
+    assert "val sum acc" in caplog.text and "test sum acc" not in caplog.text  # the table names its split
     shifted = evaluate(
         compose_eval(tmp_path / "shifted", ckpt, "data.val_size=100", "split=val", "test_time_shifts=2")
     )
