@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mnist_adder.mnist import load_mnist, normalise
+from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.train import PROJECT_ROOT
 
 OUT_DIR = Path(__file__).resolve().parent
@@ -229,6 +229,7 @@ def reference_fit(data_dir: str, limit: int | None = None) -> dict:
     as a normalised tensor, batch 256, Adam (lr 1e-2, betas 0.7, 0.9) with OneCycle. Returns its training
     seconds (the loop alone) and its test accuracy."""
     torch.manual_seed(0)
+    fetch_mnist(data_dir)  # a fresh clone has no MNIST yet
     images, digits = load_mnist(data_dir, train=True)
     test_images, test_digits = load_mnist(data_dir, train=False)
     images, digits = normalise(images[:limit]).contiguous(memory_format=torch.channels_last), digits[:limit]
