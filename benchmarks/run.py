@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
@@ -35,16 +31,17 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.timing import machine, train_command
+from mnist_adder import PROJECT_ROOT, app
 from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
-from mnist_adder.train import PROJECT_ROOT
 
 OUT_DIR = Path(__file__).resolve().parent
 NETS = {  # name in the report -> overrides of the train config
     "dual": ["model=dual"],
-    "adder": ["model=adder"],
+    "sum_only": ["model=sum_only"],
     "speedrun": ["experiment=speedrun"],
-    "seed_dual": ["model=seed_dual"],
-    "seed_adder": ["model=seed_adder"],
+    "reference_dual": ["model=reference_dual"],
+    "reference_sum_only": ["model=reference_sum_only"],
 }
 
 
@@ -178,13 +175,13 @@ def inference(cfg: DictConfig, calls: int, large_batch: int, repeats: int) -> di
         for i in range(calls + 10):
             j = i % large_batch
             start = time.perf_counter()
-            module.predict(image[j : j + 1], number[j : j + 1])
+            module.net.predict(image[j : j + 1], number[j : j + 1])
             if i >= 10:  # the first calls warm up
                 latencies.append(1e3 * (time.perf_counter() - start))
 
         def batch_throughput() -> float:
             start = time.perf_counter()
-            module.predict(image, number)
+            module.net.predict(image, number)
             return large_batch / (time.perf_counter() - start)
 
         batch_throughput()
@@ -251,18 +248,10 @@ def reference_fit(data_dir: str, limit: int | None = None) -> dict:
     return {"train_seconds": seconds, "test_acc": float((predicted == test_digits[:limit]).float().mean())}
 
 
-def command(overrides: list[str]) -> dict:
-    """Run `python -m mnist_adder.train` with these overrides in a fresh process, as a user would, and
-    return its wall time, from before the process starts to its end, and the run's metrics.json."""
-    log_dir = tempfile.mkdtemp(prefix="mnist_adder_bench_")
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "mnist_adder.train", *overrides, f"paths.log_dir={log_dir}"],
-        check=True, capture_output=True, cwd=PROJECT_ROOT,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    metrics = json.loads(next(Path(log_dir).rglob("metrics.json")).read_text())
-    return {"overrides": overrides, "wall_seconds": wall, "metrics": metrics}
+def one_run(command: dict) -> dict:
+    """A `train_command` result of one run, with that run's metrics as `metrics`."""
+    (metrics,) = command.pop("runs")
+    return {**command, "metrics": metrics}
 
 
 STOP_AT_99 = ["callbacks=early_stopping", "+callbacks.early_stopping.stopping_threshold=0.99"]
@@ -281,37 +270,13 @@ def time_to_99(args: argparse.Namespace, data_dir: str) -> dict:
     tiny = tiny if args.quick else []
     reference = [reference_fit(data_dir, 1024 if args.quick else None) for _ in range(args.repeats)]
     speedruns = [
-        command(["experiment=speedrun", f"seed={seed}", *tiny]) for seed in range(1, args.repeats + 1)
+        one_run(train_command("experiment=speedrun", f"seed={seed}", *tiny))
+        for seed in range(1, args.repeats + 1)
     ]
-    default = command(
-        ["model=dual", "seed=1", *STOP_AT_99, *tiny, *(["trainer.max_epochs=1"] if tiny else [])]
+    default = one_run(
+        train_command("model=dual", "seed=1", *STOP_AT_99, *tiny, *(["trainer.max_epochs=1"] if tiny else []))
     )
     return {"reference": reference, "speedrun": speedruns, "default": default}
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = (
-        [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        if cpuinfo.exists()
-        else []
-    )
-    return {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "cpu": names[0] if names else platform.processor(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
 
 
 def overhead(dual: DictConfig, args: argparse.Namespace) -> dict:
@@ -389,7 +354,7 @@ def time_to_99_markdown(result: dict) -> list[str]:
             f"{parts[key]:.1f}" for key in ("startup", "setup", "fit", "test", "to_fit_end", "whole")
         )
         val, test = (100 * m.get(name, float("nan")) for name in ("val/sum_acc_best", "test/sum_acc"))
-        command = f"python -m mnist_adder.train {' '.join(run['overrides'])}"
+        command = f"python -m mnist_adder.cli.train {' '.join(run['overrides'])}"
         lines.append(f"| `{command}` | {cells} | {val:.2f} % | {test:.2f} % |")
     accuracy = statistics.median(run["test_acc"] for run in result["reference"])
     lines += [
@@ -494,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--time-to-99-only", action="store_true",
                         help="only the time to 99 %% section, into time_to_99.json and .md")  # fmt: skip
     args = parser.parse_args(argv)
+    app.setup()
     if args.quick:
         args.repeats, args.steps, args.warmup = 2, 2, 1
     if args.time_to_99_only:

@@ -3,7 +3,7 @@
     python -m benchmarks.scale_out            # writes benchmarks/scale_out.md and scale_out.json
     python -m benchmarks.scale_out --quick    # tiny sizes, seconds: checks that the script runs
 
-Each figure is one real `python -m mnist_adder.train` command, timed from start to exit, run one after
+Each figure is one real `python -m mnist_adder.cli.train` command, timed from start to exit, run one after
 the other so that no two compete for the cores.
 """
 
@@ -11,29 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.run import machine
+from benchmarks.timing import machine, train_command
 
 OUT_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = OUT_DIR.parent
 
 
-def timed(*overrides: str) -> tuple[float, list[dict[str, float]]]:
+def timed(*arguments: str) -> tuple[float, list[dict[str, float]]]:
     """Wall seconds of one train command, and the metrics.json of each run it made."""
-    with tempfile.TemporaryDirectory() as log_dir:
-        flags = [word for word in overrides if word == "-m"]  # Hydra's flags before the overrides
-        words = [word for word in overrides if word != "-m"]
-        command = [sys.executable, "-m", "mnist_adder.train", *flags, f"paths.log_dir={log_dir}", *words]
-        start = time.perf_counter()
-        subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-        runs = [json.loads(path.read_text()) for path in sorted(Path(log_dir).rglob("metrics.json"))]
-    return seconds, runs
+    result = train_command(*arguments)
+    return result["wall_seconds"], result["runs"]
 
 
 def run(quick: bool) -> dict:
@@ -77,7 +65,7 @@ def markdown(results: dict) -> str:
         f"lightning {m['lightning']}. Written by `python -m benchmarks.scale_out`"
         + (" --quick (tiny sizes: not figures to quote)." if results["quick"] else "."),
         "",
-        f"## A 4-job sweep: `python -m mnist_adder.train {sweep['command']}`",
+        f"## A 4-job sweep: `python -m mnist_adder.cli.train {sweep['command']}`",
         "",
         "| launcher | wall seconds |",
         "|---|---|",
@@ -86,7 +74,7 @@ def markdown(results: dict) -> str:
         f"| {sweep['joblib_2_seconds']:.1f} |",
         f"| **serial / parallel** | **{sweep['ratio']:.2f}** |",
         "",
-        f"## bf16 on a CPU: `python -m mnist_adder.train {precision['command']} trainer.precision=...`",
+        f"## bf16 on a CPU: `python -m mnist_adder.cli.train {precision['command']} trainer.precision=...`",
         "",
         "| precision | fit seconds | wall seconds | test digit acc % | test sum acc % |",
         "|---|---|---|---|---|",

@@ -24,6 +24,9 @@ from mnist_adder.carry import MAX_NUM_DIGITS, number_of
 from mnist_adder.data import MNISTDataModule
 from mnist_adder.mnist import check_images, normalise
 
+# A batch of MNIST addition: images (B, 2N, 1, 28, 28) float32, their digits (B, 2N) and sums (B,) int64.
+AdditionBatch = tuple[Tensor, Tensor, Tensor]
+
 
 class AdditionSums(Dataset):
     """Sums of two `num_digits`-digit numbers written in MNIST images, grouped once by `seed`.
@@ -45,7 +48,7 @@ class AdditionSums(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> AdditionBatch:
         index = torch.as_tensor(indices, dtype=torch.long)
         return normalise(self.images[self.groups[index]]), self.digits[index], self.totals[index]
 

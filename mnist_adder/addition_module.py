@@ -1,8 +1,8 @@
 """The LightningModule of the MNIST-addition benchmark: one backbone reads every image, and the loss is
 the exact likelihood of the observed sum (`mnist_adder.carry`). No digit label is read in training.
 
-    python -m mnist_adder.train experiment=mnist_addition                       # N = 1
-    python -m mnist_adder.train experiment=mnist_addition data.num_digits=15    # two 15-digit numbers
+    python -m mnist_adder.cli.train experiment=mnist_addition                       # N = 1
+    python -m mnist_adder.cli.train experiment=mnist_addition data.num_digits=15    # two 15-digit numbers
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor
 
+from mnist_adder.addition_data import AdditionBatch
 from mnist_adder.carry import number_of, sum_log_likelihood
 from mnist_adder.mnist import IMAGE_SHAPE
 from mnist_adder.module import TaskModule, stage_metrics
-
-Batch = tuple[Tensor, Tensor, Tensor]  # images (B, 2N, 1, 28, 28), digits (B, 2N), total (B,)
+from mnist_adder.nets import build
 
 
 class MNISTAdditionModule(TaskModule):
@@ -31,7 +30,7 @@ class MNISTAdditionModule(TaskModule):
 
     Args:
         backbone: a Hydra spec of the digit backbone, e.g. `{"_target_": "mnist_adder.nets.CompactCNN"}`.
-        optimizer, scheduler, compile: as for `mnist_adder.module.MNISTAdderModule`.
+        optimizer, scheduler, compile: as for `mnist_adder.module.DigitPlusNumberModule`.
     """
 
     datamodule_target = "mnist_adder.addition_data.MNISTAdditionDataModule"
@@ -46,7 +45,7 @@ class MNISTAdditionModule(TaskModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = instantiate(backbone).to(memory_format=torch.channels_last)
+        self.net = build(backbone).to(memory_format=torch.channels_last)
         self.train_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=False)
         self.val_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=True)
         self.test_metrics = stage_metrics(["loss"], ["sum_acc", "digit_acc"], evaluation=True)
@@ -57,7 +56,7 @@ class MNISTAdditionModule(TaskModule):
         flat = images.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         return self.net(flat).view(*images.shape[:2], -1)
 
-    def model_step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+    def model_step(self, batch: AdditionBatch, stage: str) -> dict[str, Tensor]:
         images, digits, total = batch
         log_probs = self(images).log_softmax(dim=-1)
         log_p_a, log_p_b = log_probs.chunk(2, dim=1)

@@ -1,19 +1,40 @@
-"""Lightning callbacks of this project."""
+"""Lightning callbacks of this project, and the plugin that writes checkpoints whole."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_adder.mnist import NUM_DIGITS
-from mnist_adder.pairing import NUM_SUMS
+from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: each checkpoint is written to a hidden temporary file in
+    its folder, then renamed over the old one (`os.replace`). A run killed while saving leaves the previous
+    checkpoint whole, never one cut short. (`trainer.plugins` in conf/trainer/default.yaml.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial",
+                                         delete=False) as file:  # fmt: skip
+            partial = Path(file.name)
+        try:
+            super().save_checkpoint(checkpoint, partial, storage_options)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class FitTimer(L.Callback):
@@ -57,8 +78,9 @@ class ErrorPictures(L.Callback):
     (`{stage}/confusion_digit`, `{stage}/confusion_sum`) and the `worst` most confident mistakes on the sum
     (`{stage}/worst_mistakes`), each image titled with its number, truth and prediction.
 
-    Reads the predictions that `MNISTAdderModule`'s validation and test steps return. A sum-only model can
-    read an impossible digit (sum - number outside 0..9); the digit matrix counts it at the nearest edge.
+    Reads the predictions that `DigitPlusNumberModule`'s validation and test steps return. A sum-only model
+    can read an impossible digit (sum - number outside 0..9); the digit matrix counts it at the nearest
+    edge.
     """
 
     def __init__(self, worst: int = 16) -> None:
@@ -66,15 +88,15 @@ class ErrorPictures(L.Callback):
 
     def _start(self, pl_module: L.LightningModule) -> None:
         self.confusion = {
-            "digit": MulticlassConfusionMatrix(NUM_DIGITS).to(pl_module.device),
-            "sum": MulticlassConfusionMatrix(NUM_SUMS).to(pl_module.device),
+            "digit": MulticlassConfusionMatrix(DIGIT_CLASSES).to(pl_module.device),
+            "sum": MulticlassConfusionMatrix(SUM_CLASSES).to(pl_module.device),
         }
         self.mistakes: list[tuple[float, Tensor, int, int, int, int]] = []
 
     def _update(self, outputs: dict[str, Tensor], batch: tuple[Tensor, ...]) -> None:
         image, number, digit, total = batch
-        self.confusion["digit"].update(outputs["digit_pred"].clamp(0, NUM_DIGITS - 1), digit)
-        self.confusion["sum"].update(outputs["sum_pred"].clamp(0, NUM_SUMS - 1), total)
+        self.confusion["digit"].update(outputs["digit_pred"].clamp(0, DIGIT_CLASSES - 1), digit)
+        self.confusion["sum"].update(outputs["sum_pred"].clamp(0, SUM_CLASSES - 1), total)
         wrong = (outputs["sum_pred"] != total).nonzero().flatten()
         losses = outputs["sum_loss"][wrong]
         for i in wrong[losses.argsort(descending=True)[: self.worst]].tolist():

@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mnist_adder.mnist import NUM_DIGITS
+from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
 
-DIGIT_SUMS = 2 * NUM_DIGITS - 1  # a + b for two digits: 0..18
 MAX_NUM_DIGITS = 18  # the sum of two 18-digit numbers still fits in int64
 # log(0) as a finite number: logsumexp over only "-inf" entries has a NaN gradient, this has none.
 LOG_ZERO = -1e30
@@ -36,11 +35,11 @@ def number_of(digits: Tensor) -> Tensor:
 def digit_sum_log_probs(log_p_a: Tensor, log_p_b: Tensor) -> Tensor:
     """(..., 10) log-probabilities of two independent digits -> (..., 19) log P(a + b = t), t in 0..18."""
     t_minus_a = (
-        torch.arange(DIGIT_SUMS, device=log_p_a.device)
-        - torch.arange(NUM_DIGITS, device=log_p_a.device)[:, None]
+        torch.arange(SUM_CLASSES, device=log_p_a.device)
+        - torch.arange(DIGIT_CLASSES, device=log_p_a.device)[:, None]
     )
-    possible = (t_minus_a >= 0) & (t_minus_a < NUM_DIGITS)  # (10, 19): b = t - a is a digit
-    log_p_b_at = log_p_b[..., t_minus_a.clamp(0, NUM_DIGITS - 1)].masked_fill(~possible, LOG_ZERO)
+    possible = (t_minus_a >= 0) & (t_minus_a < DIGIT_CLASSES)  # (10, 19): b = t - a is a digit
+    log_p_b_at = log_p_b[..., t_minus_a.clamp(0, DIGIT_CLASSES - 1)].masked_fill(~possible, LOG_ZERO)
     return torch.logsumexp(log_p_a[..., :, None] + log_p_b_at, dim=-2)
 
 
@@ -60,8 +59,8 @@ def sum_log_likelihood(log_p_a: Tensor, log_p_b: Tensor, total: Tensor) -> Tenso
     for position in range(num_digits - 1, -1, -1):
         # t[b, c', c] = s + 10 c' - c: the digit sum that writes s and carries c' out, given c in
         t = sum_digits[:, position + 1, None, None] + 10 * carry[:, None] - carry
-        log_p_t = pair_sums[:, position].gather(1, t.clamp(0, DIGIT_SUMS - 1).flatten(1)).view(t.shape)
-        log_p_t = log_p_t.masked_fill((t < 0) | (t >= DIGIT_SUMS), LOG_ZERO)
+        log_p_t = pair_sums[:, position].gather(1, t.clamp(0, SUM_CLASSES - 1).flatten(1)).view(t.shape)
+        log_p_t = log_p_t.masked_fill((t < 0) | (t >= SUM_CLASSES), LOG_ZERO)
         log_alpha = torch.logsumexp(log_alpha[:, None, :] + log_p_t, dim=-1)  # (B, 2): carry out
     impossible = (total < 0) | (total > 2 * (10**num_digits - 1))  # digits_of would wrap those round
     leading = sum_digits[:, 0].clamp(0, 1)

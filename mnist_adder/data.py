@@ -3,8 +3,8 @@
 Data flows: raw IDX files (`mnist`) -> uint8 tensors in memory -> samples of a task (`pairing`: image and
 number; `addition_data`: two numbers written in images) -> batches -> the net.
 
-    from mnist_adder.data import MNISTAdderDataModule
-    dm = MNISTAdderDataModule(data_dir="data"); dm.prepare_data(); dm.setup("fit")
+    from mnist_adder.data import DigitPlusNumberDataModule
+    dm = DigitPlusNumberDataModule(data_dir="data"); dm.prepare_data(); dm.setup("fit")
     image, number, digit, total = next(iter(dm.train_dataloader()))
 """
 
@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from mnist_adder import UserError, writable_folder
 from mnist_adder.mnist import MNIST_MEAN, MNIST_STD, fetch_mnist, load_mnist
@@ -54,27 +53,15 @@ class EpochSampler(DistributedSampler):
 
 
 class RandomDistortion(nn.Module):
-    """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount,
-    and, if `elastic_alpha` > 0, bend it by its own smooth random displacement field (elastic distortion).
-
-    The affine part draws an angle in +-`degrees`, a zoom in 1 +- `scale` and a shift in +-`translate` of
-    the image size. The elastic part is torchvision's `ElasticTransform` recipe: uniform noise in [-1, 1]
-    per pixel and axis, blurred by a Gaussian of `elastic_sigma` pixels, times `elastic_alpha` / 28. Both
-    end in one `grid_sample`. torchvision's transforms draw one distortion per call, which would move a
-    whole batch alike.
+    """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount: an
+    angle in +-`degrees`, a zoom in 1 +- `scale` and a shift in +-`translate` of the image size, in one
+    `grid_sample`. torchvision's transforms draw one distortion per call, which would move a whole batch
+    alike.
     """
 
-    def __init__(
-        self,
-        degrees: float = 10.0,
-        translate: float = 0.1,
-        scale: float = 0.1,
-        elastic_alpha: float = 0.0,
-        elastic_sigma: float = 4.0,
-    ) -> None:
+    def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1) -> None:
         super().__init__()
         self.degrees, self.translate, self.scale = degrees, translate, scale
-        self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augmented images; the random draws come from `generator` (a CPU one), or torch's global one."""
@@ -85,12 +72,6 @@ class RandomDistortion(nn.Module):
         cos, sin = angle.cos() / (1 + zoom), angle.sin() / (1 + zoom)
         theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        if self.elastic_alpha > 0:
-            size = images.shape[-1]
-            noise = torch.rand(len(images), 2, size, size, generator=generator) * 2 - 1
-            kernel = 2 * math.ceil(3 * self.elastic_sigma) + 1
-            field = gaussian_blur(noise, [kernel, kernel], [self.elastic_sigma, self.elastic_sigma])
-            grid = grid + (field * self.elastic_alpha / size).permute(0, 2, 3, 1).to(images.device)
         background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
         return F.grid_sample(images - background, grid, align_corners=False) + background
 
@@ -199,7 +180,7 @@ class MNISTDataModule(L.LightningDataModule):
         return batch
 
 
-class MNISTAdderDataModule(MNISTDataModule):
+class DigitPlusNumberDataModule(MNISTDataModule):
     """Paired MNIST (`PairedDigits`): 55k training and 5k validation images, 10k test, each with a number.
 
     The validation and test pairs are fixed by `eval_seed`, so every run is scored on the same samples;

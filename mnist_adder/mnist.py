@@ -22,13 +22,13 @@ from typing import BinaryIO
 
 import torch
 from torch import Tensor
-from torchvision.datasets import MNIST
 
 from mnist_adder import UserError, writable_folder
 
 log = logging.getLogger(__name__)
 
-NUM_DIGITS = 10
+DIGIT_CLASSES = 10  # the digits 0..9
+SUM_CLASSES = 2 * DIGIT_CLASSES - 1  # the sums of two digits, 0 + 0 .. 9 + 9
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -82,6 +82,8 @@ def _install(source: BinaryIO, raw: Path, name: str) -> None:
 
 
 def _download_with_torchvision(data_dir: Path) -> None:
+    from torchvision.datasets import MNIST  # imported where used: reading a checkpoint needs no torchvision
+
     raw = raw_dir(data_dir)
     with tempfile.TemporaryDirectory(dir=raw) as tmp:  # torchvision writes its files in place
         with redirect_stdout(StringIO()), redirect_stderr(StringIO()):  # it prints each failing mirror
@@ -136,6 +138,8 @@ def fetch_mnist(data_dir: str | Path) -> Path:
 
 def load_mnist(data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
     """Images (N, 28, 28) uint8 and digits (N,) int64 of the official training (60k) or test (10k) set."""
+    from torchvision.datasets import MNIST
+
     mnist = MNIST(data_dir, train=train)
     return mnist.data, mnist.targets
 

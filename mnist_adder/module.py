@@ -1,65 +1,30 @@
-"""The LightningModule: two cross-entropy losses, per-head accuracy, optimiser and schedule from config.
+"""The LightningModules' shared part, and the image + number task's module: two cross-entropy losses,
+per-head accuracy, optimiser and schedule from config.
 
 A checkpoint describes itself: every argument is a plain value (the backbone, sum head, optimiser and
-scheduler are Hydra `_target_` dicts), so in a plain Python shell
+scheduler are Hydra `_target_` dicts). To use a trained model with no Lightning at all, see
+`mnist_adder.checkpoints.load_net`; to get this module back, in a plain Python shell:
 
-    from mnist_adder.module import MNISTAdderModule
-    model = MNISTAdderModule.load_from_checkpoint("lightning_logs/.../checkpoints/last.ckpt")
-    digit, total = model.predict(image, number)
+    from mnist_adder.module import DigitPlusNumberModule
+    model = DigitPlusNumberModule.load_from_checkpoint("lightning_logs/.../checkpoints/last.ckpt")
+    digit, total = model.net.predict(images, numbers)
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
 from mnist_adder import UserError
-from mnist_adder.mnist import IMAGE_SHAPE, NUM_DIGITS
-from mnist_adder.nets import AdderNet
-from mnist_adder.pairing import holdout_mask
-
-Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # image, number, digit, total
-
-
-def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
-    """The contents of a checkpoint file, read safely (tensors and plain values only).
-
-    Raises `UserError` if the file is missing or is not a Lightning checkpoint.
-    """
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path {ckpt_path} is not a file: give a .ckpt file from mnist_adder.train")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception:  # not a zip or pickle, or one holding more than tensors and plain values
-        checkpoint = None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(
-            f"ckpt_path {ckpt_path} is not a checkpoint that mnist_adder.train wrote (torch.load finds no "
-            "state_dict in it)"
-        )
-    return checkpoint
-
-
-def load_checkpoint(ckpt_path: str) -> TaskModule:
-    """The model of any checkpoint that mnist_adder.train wrote, of its own class (an `MNISTAdderModule`
-    unless the checkpoint names another); `UserError` for any other file."""
-    try:
-        saved = read_checkpoint(ckpt_path).get("module_class", "mnist_adder.module.MNISTAdderModule")
-        if not str(saved).startswith("mnist_adder."):  # import nothing a foreign file names
-            raise ValueError(f"it names the class {saved}")
-        return get_class(saved).load_from_checkpoint(ckpt_path, map_location="cpu")
-    except Exception as error:  # torch.load and the module's constructor fail in many ways on a bad file
-        read_checkpoint(ckpt_path)  # says what a missing, unreadable or foreign file is, if it is one
-        reason = (str(error) or type(error).__name__).splitlines()[0]
-        raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({reason})") from None
+from mnist_adder.mnist import IMAGE_SHAPE
+from mnist_adder.nets import adder_net
+from mnist_adder.pairing import NumberBatch, holdout_mask
 
 
 def check_data(model: TaskModule, data_target: str) -> None:
@@ -69,13 +34,6 @@ def check_data(model: TaskModule, data_target: str) -> None:
             f"{type(model).__name__} reads the data of data={model.data_config}, not {data_target}: add "
             f"data={model.data_config} (with the data.* settings it was trained with, for a checkpoint)"
         )
-
-
-def check_test_time_shifts(shifts: int) -> int:
-    """`shifts` if it is a valid `test_time_shifts` (pixels an image is moved), else `UserError`."""
-    if type(shifts) is not int or not 0 <= shifts < IMAGE_SHAPE[-1] // 2:
-        raise UserError(f"test_time_shifts must be 0 (none) or 1..13 pixels, got {shifts!r}")
-    return shifts
 
 
 def stage_metrics(losses: list[str], accuracies: list[str], evaluation: bool) -> nn.ModuleDict:
@@ -95,12 +53,12 @@ class TaskModule(L.LightningModule):
 
     A task's module sets `self.net` and `{train,val,test}_metrics` (see `stage_metrics`), and defines
     `model_step(batch, stage)`, which updates the stage's metrics and returns at least the loss.
-    Its hparams hold `optimizer`, `scheduler` and `compile` (see `MNISTAdderModule`).
+    Its hparams hold `optimizer`, `scheduler` and `compile` (see `DigitPlusNumberModule`).
     """
 
     # The data it reads: the datamodule's class and its config in conf/data/ (eval checks them).
-    datamodule_target = "mnist_adder.data.MNISTAdderDataModule"
-    data_config = "mnist"
+    datamodule_target = "mnist_adder.data.DigitPlusNumberDataModule"
+    data_config = "digit_plus_number"
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,7 +154,7 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class MNISTAdderModule(TaskModule):
+class DigitPlusNumberModule(TaskModule):
     """Trains an `AdderNet` on (image, number) -> (digit, sum).
 
     Args:
@@ -213,10 +171,9 @@ class MNISTAdderModule(TaskModule):
             seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
         compile: compile the net with `torch.compile` when fitting or testing starts (the weights' names in
             a checkpoint stay the same).
-        test_time_shifts: test-time augmentation. 0: none. k > 0: out of training (validation, test, eval,
-            predict) the backbone also reads each image moved k pixels left, right, up and down, and the
-            digit log-probabilities are those of the mean of the five views' probabilities; the sum head
-            reads them. Meant for the exact sum head, which reads only the digit distribution.
+        test_time_shifts: test-time augmentation (`mnist_adder.nets.ShiftAverage`). 0: none. k > 0: out of
+            training (validation, test, eval, predict) the backbone also reads each image moved k pixels
+            left, right, up and down, averaged. Meant for the exact sum head.
     """
 
     def __init__(
@@ -232,12 +189,8 @@ class MNISTAdderModule(TaskModule):
         test_time_shifts: int = 0,
     ) -> None:
         super().__init__()
-        check_test_time_shifts(test_time_shifts)
         self.save_hyperparameters()
-        # channels_last makes the convolutions about 30% faster on CPU and feeds tensor cores on GPU.
-        self.net = AdderNet(instantiate(backbone), instantiate(sum_head)).to(
-            memory_format=torch.channels_last
-        )
+        self.net = adder_net(**self.hparams)
         self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
         losses = ["loss", "sum_loss"] + (["digit_loss"] if self.supervises_digit else [])
         accuracies = ["digit_acc", "sum_acc"]
@@ -255,49 +208,10 @@ class MNISTAdderModule(TaskModule):
         return self.hparams.digit_loss_weight > 0
 
     def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 1, 28, 28) float32 images and (B,) int64 numbers -> (B, 10) digit and (B, 19) sum logits.
+        """(B, 1, 28, 28) float32 images and (B,) int64 numbers -> (B, 10) digit and (B, 19) sum logits."""
+        return self.net(image, number)
 
-        The published sum-only head (`SeedAdderHead`) gives 20 sum logits; the 20th is never right.
-        """
-        image = image.contiguous(memory_format=torch.channels_last)
-        shift = self.hparams.test_time_shifts
-        if self.training or not shift:
-            return self.net(image, number)
-        # The image and four moved copies (rolled-in edge pixels are blank on MNIST), one call each: on a
-        # CPU, five calls of a batch ran 1.7 times faster than one call of the five views stacked.
-        views = [image, *(image.roll(step, dims=dim) for dim in (-1, -2) for step in (shift, -shift))]
-        log_probs = torch.stack([self.net.backbone(view).log_softmax(dim=1) for view in views])
-        digit_logits = log_probs.logsumexp(dim=0) - math.log(len(views))
-        return digit_logits, self.net.sum_head(digit_logits, number)
-
-    def predictions(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Predicted digits and sums (B,) int64.
-
-        A sum-only model reads its digit from its sum, as sum - number; that can fall outside 0..9.
-        """
-        total = sum_logits.argmax(dim=1)
-        digit = digit_logits.argmax(dim=1) if self.supervises_digit else total - number
-        return digit, total
-
-    @torch.inference_mode()
-    def predict(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Predicted digits and sums (B,) int64 for (B, 1, 28, 28) normalised images and (B,) numbers."""
-        return self.predictions(*self(image, number), number)
-
-    @torch.inference_mode()
-    def probabilities(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Digit (B, 10) and sum (B, 19) probabilities for normalised images and numbers.
-
-        A sum-only model's digit probabilities are its sum probabilities at number..number+9, renormalised.
-        """
-        digit_logits, sum_logits = self(image, number)
-        sum_probs = sum_logits.softmax(dim=1)
-        if self.supervises_digit:
-            return digit_logits.softmax(dim=1), sum_probs
-        digit_probs = sum_probs.gather(1, number[:, None] + torch.arange(NUM_DIGITS, device=number.device))
-        return digit_probs / digit_probs.sum(dim=1, keepdim=True), sum_probs
-
-    def model_step(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+    def model_step(self, batch: NumberBatch, stage: str) -> dict[str, Tensor]:
         """Loss of one batch, metrics updated; returns the loss and, per sample, the predictions and sum loss.
 
         The metrics are logged once per epoch (`log_metrics`): a `self.log` call costs about 0.7 ms in
@@ -318,7 +232,7 @@ class MNISTAdderModule(TaskModule):
             metrics[name].update(value.detach(), weight=len(image))
         if "samples" in metrics:
             metrics["samples"].update(len(image))
-        digit_pred, total_pred = self.predictions(digit_logits.detach(), sum_logits.detach(), number)
+        digit_pred, total_pred = self.net.answers(digit_logits.detach(), sum_logits.detach(), number)
         unseen = self.held_out[digit, number].float()
         for head, hit in (("digit", digit_pred == digit), ("sum", total_pred == total)):
             metrics[f"{head}_acc"].update(hit.float())

@@ -13,9 +13,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mnist_adder import UserError
-from mnist_adder.mnist import NUM_DIGITS, check_images, normalise
+from mnist_adder.mnist import DIGIT_CLASSES, check_images, normalise
 
-NUM_SUMS = 2 * NUM_DIGITS - 1  # 0 + 0 .. 9 + 9
+# A batch of the image + number task: images (B, 1, 28, 28) float32, then numbers, digits and sums (B,) int64.
+NumberBatch = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 HOLDOUT_PRESETS = ("none", "diagonal", "random20")
@@ -27,15 +28,15 @@ def holdout_mask(pairs: str | Sequence[Sequence[int]] | None) -> Tensor:
     `pairs` is a preset: "none" (or None), "diagonal" (number == digit), "random20" (20 of the 100 pairs,
     always the same 20), or a list of [digit, number] pairs. Raises `UserError` for anything else.
     """
-    mask = torch.zeros(NUM_DIGITS, NUM_DIGITS, dtype=torch.bool)
+    mask = torch.zeros(DIGIT_CLASSES, DIGIT_CLASSES, dtype=torch.bool)
     if pairs is None or pairs == "none":
         return mask
     if pairs == "diagonal":
-        return torch.eye(NUM_DIGITS, dtype=torch.bool)
+        return torch.eye(DIGIT_CLASSES, dtype=torch.bool)
     if pairs == "random20":
-        chosen = torch.randperm(NUM_DIGITS**2, generator=torch.Generator().manual_seed(0))[:20]
-        return mask.view(-1).index_fill(0, chosen, True).view(NUM_DIGITS, NUM_DIGITS)
-    digits = range(NUM_DIGITS)
+        chosen = torch.randperm(DIGIT_CLASSES**2, generator=torch.Generator().manual_seed(0))[:20]
+        return mask.view(-1).index_fill(0, chosen, True).view(DIGIT_CLASSES, DIGIT_CLASSES)
+    digits = range(DIGIT_CLASSES)
     if isinstance(pairs, str) or not all(
         isinstance(pair, Sequence) and len(pair) == 2 and all(type(x) is int and x in digits for x in pair)
         for pair in pairs
@@ -58,7 +59,7 @@ def pair_numbers(seed: int, epoch: int, digits: Tensor, held_out: Tensor | None 
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if held_out is None or not held_out.any():
-        return torch.randint(0, NUM_DIGITS, (len(digits),), generator=generator)
+        return torch.randint(0, DIGIT_CLASSES, (len(digits),), generator=generator)
     allowed = ~held_out
     by_digit = allowed.int().argsort(dim=1, descending=True, stable=True)  # row d: d's allowed numbers first
     rank = torch.rand(len(digits), generator=generator) * allowed.sum(dim=1)[digits]
@@ -100,7 +101,7 @@ class PairedDigits(Dataset):
             self._numbers_epoch, self._numbers = epoch, numbers
         return self._numbers
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> NumberBatch:
         index = torch.as_tensor(indices, dtype=torch.long)
         images = normalise(self.images[index])
         numbers, digits = self.numbers()[index], self.digits[index]

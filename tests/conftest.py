@@ -8,7 +8,11 @@ from hydra import compose, initialize
 from omegaconf import DictConfig
 
 import mnist_adder.data
-import mnist_adder.train  # noqa: F401  registers the ${project_root:} resolver the configs use
+from mnist_adder import app
+
+
+def pytest_configure(config) -> None:
+    app.setup()  # as every command does: the resolvers the configs use, the console's filters
 
 
 def compose_train(tmp_path, *overrides: str) -> DictConfig:

@@ -1,13 +1,11 @@
 """The MNIST-addition module: sum-only training of a digit reader, composed from the real config."""
 
-import pytest
 import torch
 
-from mnist_adder import UserError
 from mnist_adder.addition_module import MNISTAdditionModule
-from mnist_adder.eval import evaluate
-from mnist_adder.module import load_checkpoint
-from mnist_adder.train import next_steps, train
+from mnist_adder.checkpoints import load_module
+from mnist_adder.cli.eval import evaluate
+from mnist_adder.cli.train import next_steps, train
 from tests.conftest import compose_eval, compose_train
 
 BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
@@ -42,19 +40,12 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert metrics["test/digit_acc"] >= 0.6  # chance: 0.1; no digit label was read
     assert "val/sum_acc" not in metrics  # the protocol's: no validation, the last epoch is tested
     checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
-    assert isinstance(load_checkpoint(str(checkpoint)), MNISTAdditionModule)
-    with pytest.raises(
-        UserError,
-        match="MNISTAdditionModule reads the data of data=mnist_addition, not .*: add data=mnist_addition",
-    ):
-        evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))
-    metrics = evaluate(
-        compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}", "data=mnist_addition", "data.num_digits=2")
-    )
+    assert isinstance(load_module(str(checkpoint)), MNISTAdditionModule)
+    metrics = evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))  # its data, from the file
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
 
 
-def test_the_final_table_evaluates_with_its_data_and_offers_no_image_and_number_predict(tmp_path):
+def test_the_final_table_evaluates_the_checkpoint_alone_and_offers_no_image_and_number_predict(tmp_path):
     cfg = compose_train(tmp_path, "experiment=mnist_addition")
     commands = dict(next_steps(cfg, str(tmp_path / "epoch00.ckpt"), MNISTAdditionModule(BACKBONE)))
-    assert "data=mnist_addition" in commands["evaluate"] and "predict" not in commands
+    assert commands["evaluate"].endswith("epoch00.ckpt") and "predict" not in commands

@@ -7,9 +7,11 @@ import lightning as L
 import pytest
 import torch
 
+from mnist_adder import PROJECT_ROOT
+from mnist_adder.checkpoints import load_module
+from mnist_adder.cli.train import train
 from mnist_adder.data import MNISTDataModule
-from mnist_adder.module import MNISTAdderModule, TaskModule
-from mnist_adder.train import PROJECT_ROOT, train
+from mnist_adder.module import DigitPlusNumberModule, TaskModule
 from tests.conftest import compose_train
 
 MODELS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
@@ -21,7 +23,7 @@ NEEDS_GPU = {"gpu", "ddp", "mps"}  # composed and instantiated up to the Trainer
 @pytest.mark.parametrize("trainer", TRAINERS)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trainer):
-    data = ["data=mnist_addition"] if model == "addition" else []  # the data it reads, see check_data
+    data = ["data=mnist_addition"] if model == "mnist_addition" else []  # the data it reads, see check_data
     cfg = compose_train(tmp_path, f"model={model}", f"trainer={trainer}", *data)
     module = hydra.utils.instantiate(cfg.model)
     assert isinstance(module, TaskModule) and module.datamodule_target == cfg.data._target_
@@ -35,11 +37,11 @@ def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trai
 
 
 def test_adder_config_trains_on_sums_alone(tmp_path):
-    assert compose_train(tmp_path, "model=adder").model.digit_loss_weight == 0
+    assert compose_train(tmp_path, "model=sum_only").model.digit_loss_weight == 0
 
 
 def test_a_sum_head_swaps_in_from_the_command_line(tmp_path):
-    cfg = compose_train(tmp_path, "model=adder", "model/sum_head=exact")
+    cfg = compose_train(tmp_path, "model=sum_only", "model/sum_head=exact")
     assert cfg.model.sum_head == {"_target_": "mnist_adder.nets.ExactSumHead"}
 
 
@@ -59,7 +61,7 @@ def test_the_records_recipes_keep_their_budgets(tmp_path):
 
 
 def test_a_model_given_data_it_cannot_read_is_one_clear_error(tmp_path):
-    result = run_cli("model=addition", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    result = run_cli("model=mnist_addition", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "MNISTAdditionModule reads the data of data=mnist_addition" in result.stderr
     assert not any(tmp_path.iterdir())  # the refused run left no folder
@@ -80,7 +82,7 @@ def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_adder.train", *args],
+        [sys.executable, "-m", "mnist_adder.cli.train", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -143,11 +145,11 @@ def test_a_weight_averaged_run_is_tested_with_the_weights_it_was_validated_with(
     ema = "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging"
     cfg = compose_train(tmp_path, "trainer=cpu", "trainer.max_epochs=3", "data.val_size=100", ema)
     metrics = train(cfg)
-    best = MNISTAdderModule.load_from_checkpoint(next((tmp_path / "checkpoints").glob("epoch*.ckpt"))).eval()
+    best = load_module(next((tmp_path / "checkpoints").glob("epoch*.ckpt"))).eval()
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
     image, number, digit, total = datamodule.test_set.__getitems__(range(len(datamodule.test_set)))
-    digit_pred, sum_pred = best.predict(image, number)
+    digit_pred, sum_pred = best.net.predict(image, number)
     assert metrics["test/sum_acc"] == pytest.approx((sum_pred == total).float().mean().item())
     assert metrics["test/digit_acc"] == pytest.approx((digit_pred == digit).float().mean().item())
 
@@ -176,7 +178,7 @@ def test_a_compiled_net_trains_and_its_checkpoint_loads_uncompiled(tmp_path, fak
                  "data.val_size=100", "callbacks.error_pictures=null"]  # fmt: skip
     metrics = train(compose_train(tmp_path, *overrides))
     assert 0 <= metrics["test/sum_acc"] <= 1
-    loaded = MNISTAdderModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    loaded = DigitPlusNumberModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.hparams.compile and not loaded.compiled  # compiled again only when fitting or testing
 
 

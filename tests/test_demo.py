@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from mnist_adder.train import PROJECT_ROOT, train
+from mnist_adder import PROJECT_ROOT
+from mnist_adder.cli.train import train
 from tests.conftest import compose_train, free_port
 
 pytestmark = pytest.mark.mnist
@@ -33,7 +34,7 @@ def demo_url(checkpoint, tmp_path):
     port = free_port()
     log = open(tmp_path / "demo.log", "w")  # noqa: SIM115  closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_adder.demo", "--checkpoint", checkpoint, "--port", str(port)],
+        [sys.executable, "-m", "mnist_adder.cli.demo", "--checkpoint", checkpoint, "--port", str(port)],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"

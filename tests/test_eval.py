@@ -5,17 +5,18 @@ import sys
 import pytest
 
 from mnist_adder import UserError
-from mnist_adder.eval import evaluate, load_checkpoint
-from mnist_adder.train import train
+from mnist_adder.checkpoints import load_module
+from mnist_adder.cli.eval import evaluate
+from mnist_adder.cli.train import train
 from tests.conftest import compose_eval, compose_train
 
 
 def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
     run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
-    cfg = compose_train(run_dir, "model=adder", "trainer.max_epochs=1", "data.val_size=100", "test=false")
+    cfg = compose_train(run_dir, "model=sum_only", "trainer.max_epochs=1", "data.val_size=100", "test=false")
     train(cfg)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    metrics = evaluate(compose_eval(eval_dir, f"ckpt_path={ckpt}", "data.val_size=100"))
+    metrics = evaluate(compose_eval(eval_dir, f"ckpt_path={ckpt}"))  # data settings: the checkpoint's
     assert 0 <= metrics["test/digit_acc"] <= 1 and 0 <= metrics["test/sum_acc"] <= 1
     assert "test/digit_loss" not in metrics  # evaluated as the sum-only model it is
     assert (eval_dir / "metrics.json").is_file()
@@ -24,10 +25,10 @@ def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_m
 def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
-    with pytest.raises(UserError, match="is not a checkpoint that mnist_adder.train wrote"):
-        load_checkpoint(str(text))
+    with pytest.raises(UserError, match="is not a checkpoint that mnist_adder.cli.train wrote"):
+        load_module(str(text))
     with pytest.raises(UserError, match="is not a file"):
-        load_checkpoint(str(tmp_path / "missing.ckpt"))
+        load_module(str(tmp_path / "missing.ckpt"))
 
 
 def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
@@ -35,7 +36,7 @@ def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnist_adder.eval",
+            "mnist_adder.cli.eval",
             f"ckpt_path={tmp_path}/none.ckpt",
             f"paths.log_dir={tmp_path}",
         ],
@@ -51,12 +52,12 @@ def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_m
     run_dir = tmp_path / "run"
     train(compose_train(run_dir, "trainer.max_epochs=1", "data.val_size=100", "test=false"))
     ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
-    caplog.set_level(logging.INFO, logger="mnist_adder.train")
+    caplog.set_level(logging.INFO, logger="mnist_adder.app")
     caplog.clear()
-    plain = evaluate(compose_eval(tmp_path / "plain", ckpt, "data.val_size=100", "split=val"))
+    plain = evaluate(compose_eval(tmp_path / "plain", ckpt, "split=val"))
     assert "val sum acc" in caplog.text and "test sum acc" not in caplog.text  # the table names its split
     shifted = evaluate(
-        compose_eval(tmp_path / "shifted", ckpt, "data.val_size=100", "split=val", "test_time_shifts=2")
+        compose_eval(tmp_path / "shifted", ckpt, "split=val", "test_time_shifts=2")
     )
     assert plain["val/samples"] == shifted["val/samples"] == 100 and "test/sum_acc" not in plain
     assert plain["val/sum_loss"] != shifted["val/sum_loss"]  # another model: five views averaged

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from mnist_adder import UserError, holdout
-from mnist_adder.data import MNISTAdderDataModule
-from mnist_adder.module import MNISTAdderModule
+from mnist_adder import UserError
+from mnist_adder.cli import holdout
+from mnist_adder.cli.train import train
+from mnist_adder.data import DigitPlusNumberDataModule
+from mnist_adder.module import DigitPlusNumberModule
 from mnist_adder.pairing import holdout_mask, pair_numbers
-from mnist_adder.train import train
 from tests.conftest import compose_train
 
 NET = {
@@ -30,7 +31,7 @@ def test_presets_and_lists_of_pairs():
 )
 def test_a_bad_holdout_spec_is_a_user_error(pairs):
     with pytest.raises(UserError, match="data.holdout_pairs"):
-        MNISTAdderDataModule(holdout_pairs=pairs)
+        DigitPlusNumberDataModule(holdout_pairs=pairs)
 
 
 @pytest.mark.parametrize("preset", ["diagonal", "random20"])
@@ -47,7 +48,7 @@ def test_training_pairs_avoid_held_out_pairs_and_stay_uniform_over_the_rest(pres
 
 
 def test_only_training_holds_pairs_out(fake_mnist):
-    datamodule = MNISTAdderDataModule(val_size=100, holdout_pairs="diagonal")
+    datamodule = DigitPlusNumberDataModule(val_size=100, holdout_pairs="diagonal")
     datamodule.setup()
     _, numbers, digits, _ = datamodule.train_set.__getitems__(range(len(datamodule.train_set)))
     assert not (numbers == digits).any()
@@ -56,7 +57,7 @@ def test_only_training_holds_pairs_out(fake_mnist):
 
 
 def test_seen_and_unseen_accuracies_count_the_right_samples(monkeypatch):
-    module = MNISTAdderModule(**NET, holdout_pairs="diagonal")
+    module = DigitPlusNumberModule(**NET, holdout_pairs="diagonal")
     digit = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
     number = torch.tensor([0, 1, 2, 3, 9, 9, 9, 9])  # the first four pairs are held out (number == digit)
     predicted = torch.tensor([0, 1, 9, 9, 4, 5, 6, 9])  # right: 2 of 4 unseen, 3 of 4 seen
@@ -69,7 +70,7 @@ def test_seen_and_unseen_accuracies_count_the_right_samples(monkeypatch):
         assert accuracies[f"{head}_acc"] == 5 / 8
         assert accuracies[f"{head}_acc_seen"] == 3 / 4 and accuracies[f"{head}_acc_unseen"] == 2 / 4
     assert not any("seen" in name for name in module.train_metrics)  # training sees no held-out pair
-    assert not any("seen" in name for name in MNISTAdderModule(**NET).test_metrics)  # nothing held out
+    assert not any("seen" in name for name in DigitPlusNumberModule(**NET).test_metrics)  # nothing held out
 
 
 def test_holdout_run_reports_seen_and_unseen_and_the_study_writes_table_and_figure(tmp_path, fake_mnist):

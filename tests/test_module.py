@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mnist_adder import UserError
-from mnist_adder.module import MNISTAdderModule
+from mnist_adder.module import DigitPlusNumberModule
 from tests.conftest import synthetic_mnist
 
 NET = {
@@ -27,43 +27,44 @@ def loss_of(module, batch):
 
 
 def test_sum_only_training_never_reads_digit_labels():
-    module = MNISTAdderModule(**NET, digit_loss_weight=0.0)
+    module = DigitPlusNumberModule(**NET, digit_loss_weight=0.0)
     right, wrong = batch(), batch(digits=torch.zeros(8, dtype=torch.long))
     assert loss_of(module, right) == loss_of(module, wrong)
 
 
 def test_dual_training_uses_digit_labels():
-    module = MNISTAdderModule(**NET, digit_loss_weight=1.0)
+    module = DigitPlusNumberModule(**NET, digit_loss_weight=1.0)
     assert loss_of(module, batch()) != loss_of(module, batch(digits=torch.zeros(8, dtype=torch.long)))
 
 
 def test_with_the_shift_head_the_loss_does_not_depend_on_the_numbers():
     # Why held-out pairs cannot hurt it: which number an image is paired with never reaches a gradient.
-    module = MNISTAdderModule(NET["backbone"], {"_target_": "mnist_adder.nets.ShiftSumHead", "hidden": 16})
+    shift_head = {"_target_": "mnist_adder.nets.ShiftSumHead", "hidden": 16}
+    module = DigitPlusNumberModule(NET["backbone"], shift_head)
     images, _, digits, _ = batch()
     for numbers in (torch.zeros(8, dtype=torch.long), torch.arange(8) % 10, torch.full((8,), 9)):
         assert loss_of(module, (images, numbers, digits, digits + numbers)) == loss_of(module, batch())
 
 
 def test_sum_only_model_reads_its_digit_from_its_sum():
-    module = MNISTAdderModule(**NET, digit_loss_weight=0.0)
+    module = DigitPlusNumberModule(**NET, digit_loss_weight=0.0)
     sum_logits = torch.nn.functional.one_hot(torch.tensor([12, 3, 0]), 19).float()
-    digit, total = module.predictions(torch.randn(3, 10), sum_logits, torch.tensor([5, 3, 0]))
+    digit, total = module.net.answers(torch.randn(3, 10), sum_logits, torch.tensor([5, 3, 0]))
     assert digit.tolist() == [7, 0, 0] and total.tolist() == [12, 3, 0]
-    impossible, _ = module.predictions(torch.randn(1, 10), sum_logits[:1], torch.tensor([1]))
+    impossible, _ = module.net.answers(torch.randn(1, 10), sum_logits[:1], torch.tensor([1]))
     assert impossible.tolist() == [11]  # counted as a miss, not clamped to 9
 
 
 @pytest.mark.parametrize("digit_loss_weight", [1.0, 0.0])
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, digit_loss_weight):
-    module = MNISTAdderModule(**NET, digit_loss_weight=digit_loss_weight)
+    module = DigitPlusNumberModule(**NET, digit_loss_weight=digit_loss_weight)
     trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     loader = torch.utils.data.DataLoader([batch()], batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
 
-    loaded = MNISTAdderModule.load_from_checkpoint(path)  # no config at hand
+    loaded = DigitPlusNumberModule.load_from_checkpoint(path)  # no config at hand
     images, numbers, _, _ = batch()
     module.eval(), loaded.eval()
     for expected, actual in zip(module(images, numbers), loaded(images, numbers), strict=True):
@@ -73,10 +74,10 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, digit_loss_weigh
 
 @pytest.mark.parametrize("digit_loss_weight", [1.0, 0.0])
 def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
-    module = MNISTAdderModule(**NET, digit_loss_weight=digit_loss_weight).eval()
+    module = DigitPlusNumberModule(**NET, digit_loss_weight=digit_loss_weight).eval()
     images, numbers, _, _ = batch()
-    digit_probs, sum_probs = module.probabilities(images, numbers)
-    digit, total = module.predict(images, numbers)
+    digit_probs, sum_probs = module.net.probabilities(images, numbers)
+    digit, total = module.net.predict(images, numbers)
     assert digit_probs.shape == (8, 10) and sum_probs.shape == (8, 19)
     assert torch.allclose(digit_probs.sum(dim=1), torch.ones(8)) and torch.allclose(
         sum_probs.sum(dim=1), torch.ones(8)
@@ -89,8 +90,8 @@ def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
 def test_test_time_shifts_average_five_views_out_of_training_only():
     exact = {**NET, "sum_head": {"_target_": "mnist_adder.nets.ExactSumHead"}}
     torch.manual_seed(0)
-    plain = MNISTAdderModule(**exact)
-    shifted = MNISTAdderModule(**exact, test_time_shifts=1)
+    plain = DigitPlusNumberModule(**exact)
+    shifted = DigitPlusNumberModule(**exact, test_time_shifts=1)
     shifted.load_state_dict(plain.state_dict())
     images, numbers, _, _ = batch()
     for module in (plain, shifted):
@@ -107,4 +108,4 @@ def test_test_time_shifts_average_five_views_out_of_training_only():
 @pytest.mark.parametrize("shifts", [-1, 14, 1.5])
 def test_test_time_shifts_out_of_range_are_one_clear_error(shifts):
     with pytest.raises(UserError, match="test_time_shifts must be 0"):
-        MNISTAdderModule(**NET, test_time_shifts=shifts)
+        DigitPlusNumberModule(**NET, test_time_shifts=shifts)

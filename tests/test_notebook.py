@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mnist_adder.train import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT
 
 pytestmark = pytest.mark.mnist
 

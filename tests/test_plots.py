@@ -3,8 +3,8 @@
 import pytest
 
 import mnist_adder.data
-from mnist_adder.plots import main, read_curves
-from mnist_adder.train import train
+from mnist_adder.cli.plots import main, read_curves
+from mnist_adder.cli.train import train
 from tests.conftest import compose_train, synthetic_mnist
 
 

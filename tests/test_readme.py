@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from mnist_adder.train import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 PREDICT = "mnist-adder-predict"
@@ -31,14 +31,14 @@ def readme_commands() -> list[list[str]]:
                     words = words[starts[0] :]
                     if words[0] == "torchrun":  # its own options, then -m MODULE
                         words = ["python", *words[words.index("-m") :]]
-                    if words[0] == PREDICT:  # the script of mnist_adder.predict
-                        words = ["python", "-m", "mnist_adder.predict", *words[1:]]
+                    if words[0] == PREDICT:  # the script of mnist_adder.cli.predict
+                        words = ["python", "-m", "mnist_adder.cli.predict", *words[1:]]
                     commands.append(words)
     return commands
 
 
 COMMANDS = readme_commands()
-HYDRA_APPS = {"mnist_adder.train": "train", "mnist_adder.eval": "eval"}
+HYDRA_APPS = {"mnist_adder.cli.train": "train", "mnist_adder.cli.eval": "eval"}
 
 
 def one_run(arguments: list[str]) -> list[str]:
@@ -64,7 +64,8 @@ def test_a_command_that_no_longer_parses_fails():
 
 def test_the_readme_has_commands_of_every_entry_point():
     modules = {words[2] for words in COMMANDS if words[:2] == ["python", "-m"]}
-    assert {"mnist_adder.train", "mnist_adder.eval", "mnist_adder.predict", "mnist_adder.results"} <= modules
+    entry_points = {f"mnist_adder.cli.{name}" for name in ("train", "eval", "predict", "results")}
+    assert entry_points <= modules
 
 
 @pytest.mark.parametrize("words", [w for w in COMMANDS if w[2] in HYDRA_APPS], ids=" ".join)

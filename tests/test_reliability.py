@@ -1,6 +1,6 @@
 """Resume, determinism, DDP, data integrity, numerical safety and never overwriting a run.
 
-The tests marked `mnist` run `python -m mnist_adder.train` in a subprocess on real MNIST, as a user would.
+The tests marked `mnist` run `python -m mnist_adder.cli.train` in a subprocess on real MNIST, as a user would.
 """
 
 import hashlib
@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 import pytest
 import torch
 
-from mnist_adder import UserError, mnist
-from mnist_adder.data import MNISTAdderDataModule
+from mnist_adder import PROJECT_ROOT, UserError, mnist
+from mnist_adder.cli.train import train
+from mnist_adder.data import DigitPlusNumberDataModule
 from mnist_adder.runs import run_name
-from mnist_adder.train import PROJECT_ROOT, train
 from tests.conftest import compose_train
 
 SHORT = ["debug=limit", "trainer=cpu", "trainer.deterministic=true", "callbacks.error_pictures=null"]
@@ -34,7 +34,7 @@ def test_the_same_config_and_seed_give_identical_metrics(tmp_path, fake_mnist):
 
 def test_training_order_and_pairs_do_not_depend_on_the_number_of_workers(fake_mnist):
     def epochs(num_workers: int) -> list[torch.Tensor]:
-        datamodule = MNISTAdderDataModule(batch_size=50, val_size=100, num_workers=num_workers, seed=4)
+        datamodule = DigitPlusNumberDataModule(batch_size=50, val_size=100, num_workers=num_workers, seed=4)
         datamodule.setup("fit")
         loader = datamodule.train_dataloader()
         seen = []
@@ -97,7 +97,7 @@ def test_a_damaged_raw_file_is_fetched_again_and_a_failed_fetch_names_it(tmp_pat
 
 def train_cli(log_dir, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_adder.train", f"paths.log_dir={log_dir}", *overrides],
+        [sys.executable, "-m", "mnist_adder.cli.train", f"paths.log_dir={log_dir}", *overrides],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -146,7 +146,8 @@ def test_ddp_on_two_cpu_processes_counts_every_test_sample_once_like_one_process
 
     (checkpoint,) = (folder / "checkpoints").glob("epoch*.ckpt")
     single = subprocess.run(
-        [sys.executable, "-m", "mnist_adder.eval", f"ckpt_path={checkpoint}", f"paths.log_dir={tmp_path}"],
+        [sys.executable, "-m", "mnist_adder.cli.eval", f"ckpt_path={checkpoint}",
+         f"paths.log_dir={tmp_path}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert single.returncode == 0, single.stderr

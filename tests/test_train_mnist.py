@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_adder.data import MNISTAdderDataModule
+from mnist_adder import PROJECT_ROOT
+from mnist_adder.checkpoints import load_module
+from mnist_adder.cli.predict import predict_files
+from mnist_adder.cli.train import train
+from mnist_adder.data import DigitPlusNumberDataModule
 from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
-from mnist_adder.module import load_checkpoint
-from mnist_adder.predict import predict_files
-from mnist_adder.train import PROJECT_ROOT, train
 from tests.conftest import compose_train
 
 pytestmark = pytest.mark.mnist
@@ -32,7 +33,7 @@ def test_a_short_dual_run_reaches_a_test_accuracy_floor(dual_run):
 
 
 def test_a_short_sum_only_run_reaches_a_test_accuracy_floor(tmp_path):
-    metrics = train(compose_train(tmp_path, "model=adder", "trainer=cpu", "trainer.max_epochs=2"))
+    metrics = train(compose_train(tmp_path, "model=sum_only", "trainer=cpu", "trainer.max_epochs=2"))
     assert metrics["test/sum_acc"] >= 0.97
     assert metrics["test/digit_acc"] >= 0.97
 
@@ -61,11 +62,11 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_predict_reads_saved_test_digits_like_the_tensors_they_came_from(dual_run, tmp_path, variant):
     ckpt = next((dual_run[1] / "checkpoints").glob("epoch*.ckpt"))
-    model = load_checkpoint(str(ckpt)).eval()
-    dm = MNISTAdderDataModule(data_dir=str(PROJECT_ROOT / "data"))
+    model = load_module(str(ckpt)).eval()
+    dm = DigitPlusNumberDataModule(data_dir=str(PROJECT_ROOT / "data"))
     dm.setup("test")
     images, numbers, _, _ = dm.test_set.__getitems__(range(100))
-    expected_digit, expected_sum = model.predict(images, numbers)
+    expected_digit, expected_sum = model.net.predict(images, numbers)
 
     pairs = []
     for i, (image, number) in enumerate(zip(images, numbers, strict=True)):
@@ -86,7 +87,8 @@ def test_an_optuna_search_runs_two_tiny_trials_and_reports_the_best(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the optuna extra")
     result = subprocess.run(
         [
-            sys.executable, "-m", "mnist_adder.train", "hparams_search=optuna", f"paths.log_dir={tmp_path}",
+            sys.executable, "-m", "mnist_adder.cli.train", "hparams_search=optuna",
+            f"paths.log_dir={tmp_path}",
             "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
             "+trainer.limit_val_batches=2", "test=false",
         ],

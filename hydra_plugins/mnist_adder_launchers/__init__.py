@@ -1,8 +1,8 @@
 """SLURM sweeps through hydra-submitit-launcher, whose requeued jobs resume where they stopped.
 
-    python -m mnist_adder.train -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp \
+    python -m mnist_adder.cli.train -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp \
         trainer.devices=4 trainer.num_nodes=2 seed=1,2,3
-    python -m mnist_adder.train -m hydra/launcher=slurm_local seed=1,2    # the same code path, no cluster
+    python -m mnist_adder.cli.train -m hydra/launcher=slurm_local seed=1,2    # the same code path, no cluster
 
 On pre-emption (or a timeout, up to `hydra.launcher.max_num_timeout` times) submitit signals the job,
 calls the launcher's `checkpoint` and requeues what it returns. Here that is the same job with

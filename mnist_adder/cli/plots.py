@@ -1,7 +1,7 @@
 """Figures for people: training curves from runs' TensorBoard events, and a trained model's answers.
 
-    python -m mnist_adder.plots curves RUN_DIR [RUN_DIR ...] --out results/curves.png
-    python -m mnist_adder.plots samples CHECKPOINT --out results/samples.png
+    python -m mnist_adder.cli.plots curves RUN_DIR [RUN_DIR ...] --out results/curves.png
+    python -m mnist_adder.cli.plots samples CHECKPOINT --out results/samples.png
 
 `curves` draws validation digit and sum accuracy per epoch, one line per run, read with TensorBoard's
 own event reader. `samples` shows test images with their number, the predicted digit and sum, and the
@@ -14,18 +14,15 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
-from mnist_adder import PROJECT_ROOT, UserError  # noqa: E402
-from mnist_adder.data import MNISTAdderDataModule  # noqa: E402
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD  # noqa: E402
-from mnist_adder.module import load_checkpoint  # noqa: E402
-from mnist_adder.train import user_errors  # noqa: E402
+from mnist_adder import PROJECT_ROOT, UserError, app
+from mnist_adder.checkpoints import load_net
+from mnist_adder.data import DigitPlusNumberDataModule
+from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
 
 CURVES = ("val/digit_acc", "val/sum_acc")
 
@@ -71,15 +68,15 @@ def curves_figure(run_dirs: list[Path]) -> plt.Figure:
 def samples_figure(checkpoint: str, data_dir: Path, shown: int = 12, mistakes: int = 4) -> plt.Figure:
     """The first `shown` test pairs and the `mistakes` most confident wrong sums, titled with the model's
     answers (wrong ones in red)."""
-    model = load_checkpoint(checkpoint).eval()
-    datamodule = MNISTAdderDataModule(data_dir=str(data_dir))
+    net = load_net(checkpoint)
+    datamodule = DigitPlusNumberDataModule(data_dir=str(data_dir))
     datamodule.prepare_data()
     datamodule.setup("test")
     images, numbers, digits, sums = datamodule.test_set.__getitems__(range(len(datamodule.test_set)))
     digit_probs, sum_probs = [], []
     for start in range(0, len(images), 1000):
         part = slice(start, start + 1000)
-        probs = model.probabilities(images[part], numbers[part])
+        probs = net.probabilities(images[part], numbers[part])
         digit_probs.append(probs[0])
         sum_probs.append(probs[1])
     digit_pred = torch.cat(digit_probs).argmax(dim=1)
@@ -117,11 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     curves.add_argument("runs", nargs="+", type=Path, help="run folders (each holds its TensorBoard events)")
     curves.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "curves.png")
     samples = figures.add_parser("samples", help="a model's answers on test pairs")
-    samples.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.train")
+    samples.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.cli.train")
     samples.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "samples.png")
     samples.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     args = parser.parse_args(argv)
-    with user_errors():
+    matplotlib.use("Agg")  # files only, no window
+    with app.user_errors():
         if args.figure == "curves":
             if missing := [str(run) for run in args.runs if not run.is_dir()]:
                 raise UserError(f"not a folder: {', '.join(missing)}: give run folders under lightning_logs/")

@@ -1,7 +1,7 @@
 """A drawing demo in the browser: draw a digit, pick a number, and the model reads the digit and adds.
 
-    python -m mnist_adder.demo                       # the newest best checkpoint under lightning_logs/
-    python -m mnist_adder.demo --checkpoint PATH     # a .ckpt file written by mnist_adder.train
+    python -m mnist_adder.cli.demo                       # the newest best checkpoint under lightning_logs/
+    python -m mnist_adder.cli.demo --checkpoint PATH     # a .ckpt file written by mnist_adder.cli.train
 
 Then open http://127.0.0.1:7860. The drawing is prepared by the same code as `mnist-adder-predict`
 (inverted, cropped to its ink, scaled to 20x20 and centred by mass in 28x28). Needs the extra:
@@ -11,21 +11,26 @@ pip install -e ".[demo]".
 from __future__ import annotations
 
 import argparse
+import sys
 
-import gradio as gr
 import torch
 from PIL import Image
 
 from mnist_adder import UserError
-from mnist_adder.mnist import NUM_DIGITS
-from mnist_adder.module import MNISTAdderModule, load_checkpoint
-from mnist_adder.predict import ink_on_dark, newest_checkpoint, to_mnist
-from mnist_adder.train import user_errors
+from mnist_adder.checkpoints import load_net, newest_checkpoint
+from mnist_adder.mnist import DIGIT_CLASSES
+from mnist_adder.nets import AdderNet
+from mnist_adder.photos import ink_on_dark, to_mnist
+
+try:
+    import gradio as gr
+except ImportError:  # the demo extra is missing: main() says so
+    gr = None
 
 Answer = tuple[dict[str, float], dict[str, float], str]
 
 
-def answer(model: MNISTAdderModule, drawing: dict | None, number: float) -> Answer:
+def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
     """Digit and sum probabilities, and one line of answer, for a Sketchpad drawing and a number."""
     composite = (drawing or {}).get("composite")
     if composite is None:
@@ -35,7 +40,7 @@ def answer(model: MNISTAdderModule, drawing: dict | None, number: float) -> Answ
     except UserError:
         return {}, {}, "Draw a digit."
     numbers = torch.tensor([int(number)])
-    digit_probs, sum_probs = (probs[0] for probs in model.probabilities(image[None], numbers))
+    digit_probs, sum_probs = (probs[0] for probs in net.probabilities(image[None], numbers))
     digit, total = int(digit_probs.argmax()), int(sum_probs.argmax())
     text = f"digit {digit}, {digit} + {int(number)} = {total}"
     return (
@@ -45,7 +50,7 @@ def answer(model: MNISTAdderModule, drawing: dict | None, number: float) -> Answ
     )
 
 
-def build(model: MNISTAdderModule) -> gr.Blocks:
+def build(net: AdderNet) -> gr.Blocks:
     """The page: a sketchpad and a number in; the answer and both probability bars out, live."""
     with gr.Blocks(title="mnist-adder") as page:
         gr.Markdown("## mnist-adder\nDraw a digit, pick a number: the net reads the digit and adds.")
@@ -55,14 +60,14 @@ def build(model: MNISTAdderModule) -> gr.Blocks:
                     label="your digit", elem_id="drawing", canvas_size=(280, 280), fixed_canvas=True,
                     brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), layers=False,
                 )  # fmt: skip
-                number = gr.Slider(0, NUM_DIGITS - 1, value=5, step=1, label="n", elem_id="number")
+                number = gr.Slider(0, DIGIT_CLASSES - 1, value=5, step=1, label="n", elem_id="number")
             with gr.Column():
                 text = gr.Textbox(label="answer", elem_id="answer", interactive=False)
                 digit = gr.Label(num_top_classes=3, label="digit probabilities", elem_id="digit")
                 total = gr.Label(num_top_classes=3, label="sum probabilities", elem_id="sum")
 
         def respond(drawing: dict | None, number: float) -> Answer:
-            return answer(model, drawing, number)
+            return answer(net, drawing, number)
 
         for event in (drawing.change, number.change):
             event(respond, inputs=[drawing, number], outputs=[digit, total, text])
@@ -71,16 +76,20 @@ def build(model: MNISTAdderModule) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m mnist_adder.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mnist_adder.cli.demo", description=__doc__,
                                      formatter_class=formatter)  # fmt: skip
     parser.add_argument(
         "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
     )
     parser.add_argument("--port", type=int, default=7860, help="the port to serve on (default 7860)")
     args = parser.parse_args(argv)
-    with user_errors():
-        model = load_checkpoint(str(args.checkpoint or newest_checkpoint())).eval()
-        build(model).launch(server_name="127.0.0.1", server_port=args.port)
+    if gr is None:
+        sys.exit('error: the demo needs Gradio: pip install -e ".[demo]"')
+    try:
+        net = load_net(args.checkpoint or newest_checkpoint())
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    build(net).launch(server_name="127.0.0.1", server_port=args.port)
 
 
 if __name__ == "__main__":

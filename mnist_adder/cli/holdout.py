@@ -1,8 +1,8 @@
 """The held-out-pairs study: does a sum head add, or memorise the table? A table and a heat map.
 
-    python -m mnist_adder.train -m experiment=holdout data.holdout_pairs=diagonal,random20 \\
+    python -m mnist_adder.cli.train -m experiment=holdout data.holdout_pairs=diagonal,random20 \\
         model/sum_head=learned,learned_probs,exact seed=1,2,3
-    python -m mnist_adder.holdout lightning_logs/multirun/<that folder> [--out results/holdout]
+    python -m mnist_adder.cli.holdout lightning_logs/multirun/<that folder> [--out results/holdout]
 
 Runs that differ only in their seed share a row. Writes into --out:
 - holdout.md: test accuracy on seen and on unseen (held-out) pairs, mean ± std over seeds;
@@ -20,14 +20,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from mnist_adder import UserError
-from mnist_adder.data import MNISTAdderDataModule
-from mnist_adder.eval import load_checkpoint
-from mnist_adder.mnist import NUM_DIGITS
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.checkpoints import load_module, newest_checkpoint
+from mnist_adder.data import DigitPlusNumberDataModule
+from mnist_adder.mnist import DIGIT_CLASSES
 from mnist_adder.pairing import PairedDigits
-from mnist_adder.predict import newest_checkpoint
-from mnist_adder.results import mean_std, metrics_of, run_groups_or_exit
-from mnist_adder.train import PROJECT_ROOT
+from mnist_adder.tables import markdown_table, mean_std, metrics_of, run_groups
 
 COLUMNS = [  # header, metrics.json key
     ("sum, seen pairs %", "test/sum_acc_seen"),
@@ -39,10 +37,11 @@ COLUMNS = [  # header, metrics.json key
 
 def cell_accuracy(predicted_sum: Tensor, number: Tensor, digit: Tensor) -> Tensor:
     """(10, 10) sum accuracy per (digit, number) of the predicted sums of (image, number) samples."""
-    cell = digit * NUM_DIGITS + number
-    hits = torch.bincount(cell, weights=(predicted_sum == digit + number).double(), minlength=NUM_DIGITS**2)
-    counts = torch.bincount(cell, minlength=NUM_DIGITS**2)
-    return (hits / counts).view(NUM_DIGITS, NUM_DIGITS)
+    cell = digit * DIGIT_CLASSES + number
+    hits = (predicted_sum == digit + number).double()
+    hits = torch.bincount(cell, weights=hits, minlength=DIGIT_CLASSES**2)
+    counts = torch.bincount(cell, minlength=DIGIT_CLASSES**2)
+    return (hits / counts).view(DIGIT_CLASSES, DIGIT_CLASSES)
 
 
 def head_name(spec: dict) -> str:
@@ -56,10 +55,10 @@ def head_name(spec: dict) -> str:
 def study(runs: list[Path], test_set: PairedDigits) -> tuple[str, str, Tensor, Tensor, list[str]]:
     """Runs that differ only in their seed -> (holdout preset, sum head name, held-out mask, mean test sum
     accuracy per (digit, number), table cells), from their best checkpoints and metrics.json."""
-    models = [load_checkpoint(str(newest_checkpoint(run))) for run in runs]
+    models = [load_module(newest_checkpoint(run)).eval() for run in runs]
     image, number, digit, _ = test_set.__getitems__(range(len(test_set)))
     accuracy = torch.stack(
-        [cell_accuracy(model.predict(image, number)[1], number, digit) for model in models]
+        [cell_accuracy(model.net.predict(image, number)[1], number, digit) for model in models]
     )
     preset, head = str(models[0].hparams.get("holdout_pairs", "none")), head_name(models[0].hparams.sum_head)
     metrics = [metrics_of(run) for run in runs]
@@ -79,8 +78,8 @@ def heat_maps(rows: list[tuple[str, str, Tensor, Tensor]]) -> Figure:
         ax = axes[presets.index(preset), heads.index(head)]
         ax.set_visible(True)
         image = ax.imshow(100 * accuracy, vmin=0, vmax=100, cmap="viridis")
-        for digit in range(NUM_DIGITS):
-            for number in range(NUM_DIGITS):
+        for digit in range(DIGIT_CLASSES):
+            for number in range(DIGIT_CLASSES):
                 value = 100 * float(accuracy[digit, number])
                 color = "white" if value < 60 else "black"
                 ax.text(number, digit, f"{value:.0f}", ha="center", va="center", fontsize=6, color=color)
@@ -103,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         help="folder for holdout.md and holdout.png (default results/holdout)",
     )
     args = parser.parse_args(argv)
-    groups = run_groups_or_exit(args.folders)
-    datamodule = MNISTAdderDataModule(data_dir=str(PROJECT_ROOT / "data"))
+    datamodule = DigitPlusNumberDataModule(data_dir=str(PROJECT_ROOT / "data"))
     try:
+        groups = run_groups(args.folders)
         datamodule.prepare_data()
         datamodule.setup("test")
         rows = sorted((study(runs, datamodule.test_set) for runs in groups.values()), key=lambda r: r[:2])
@@ -116,10 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             "error: none of those runs held pairs out: train with data.holdout_pairs=diagonal or random20"
         )
     header = ["held out", "sum head", "seeds", *(column[0] for column in COLUMNS)]
-    lines = [header, ["---"] * len(header), *(row[-1] for row in rows)]
-
+    table = markdown_table(header, [row[-1] for row in rows])
     args.out.mkdir(parents=True, exist_ok=True)
-    table = "".join("| " + " | ".join(line) + " |\n" for line in lines)
     (args.out / "holdout.md").write_text(table)
     heat_maps([row[:4] for row in rows]).savefig(args.out / "holdout.png", dpi=110, bbox_inches="tight")
     print(table + f"\nwrote {args.out / 'holdout.md'} and {args.out / 'holdout.png'}")

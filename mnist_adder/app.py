@@ -1,0 +1,168 @@
+"""What the commands share, set up explicitly: each command's `main` calls `setup()` before Hydra reads
+its config, and runs inside `user_errors()`; train and eval end with `report()`.
+
+Importing this module (or any other) changes nothing in the process: `setup()` registers the resolvers the
+configs use, hooks Lightning's DDP launcher and silences the third-party notices below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from mnist_adder import PROJECT_ROOT, UserError, runs, writable_folder
+from mnist_adder.launching import job_command
+
+log = logging.getLogger(__name__)
+
+# (message regex, module regex) of warnings that are about a library's internals, not about this project.
+SILENCED_WARNINGS = [
+    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing here calls it.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
+    # The in-memory dataset hands out whole batches; worker processes would only compete for the cores.
+    (r".*does not have many workers", r"lightning\.pytorch\..*"),
+]
+# Log lines that advertise another product.
+SILENCED_LOG_PREFIXES = {"lightning.pytorch.utilities.rank_zero": ("💡 Tip:",)}
+
+
+def if_gpu(accelerator: str, on_gpu: Any, otherwise: Any) -> Any:
+    """`on_gpu` if `trainer.accelerator` puts the run on CUDA GPUs, else `otherwise`: the one place that
+    decides what pays only there (SyncBatchNorm, bf16), as `${if_gpu:${trainer.accelerator},a,b}`."""
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return on_gpu if gpu else otherwise
+
+
+class DropPrefixes(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def setup() -> None:
+    """Prepare this process for a command; safe to call more than once.
+
+    - the resolvers of conf/: `project_root`, `if_gpu`, `run_name` and `run_dir` (cached: Hydra resolves
+      the run folder more than once, and must get the same answer after creating it);
+    - Lightning's DDP launcher starts a node's other processes with `launching.job_command`: this job
+      alone, where Lightning's own command would launch a whole sweep again;
+    - the notices above, silenced by message and module.
+    """
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
+    OmegaConf.register_new_resolver("run_name", runs.run_name, replace=True)
+    OmegaConf.register_new_resolver("run_dir", runs.run_dir, use_cache=True, replace=True)
+    subprocess_script._hydra_subprocess_cmd = job_command
+    for message, module in SILENCED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    for name, prefixes in SILENCED_LOG_PREFIXES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropPrefixes) for f in logger.filters):
+            logger.addFilter(DropPrefixes(prefixes))
+
+
+class JobSetup(Callback):
+    """A Hydra callback (conf/train.yaml) that sets up the processes a launcher runs jobs in.
+
+    The joblib and submitit launchers send each job the Hydra callbacks, pickled; Hydra names the job's
+    folder with this project's resolvers before any callback hook runs, so this one calls `setup()` as it
+    is unpickled there. Before a run or sweep starts, it checks that paths.log_dir is a writable folder.
+    """
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        setup()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with user_errors():
+            writable_folder(Path(config.paths.log_dir), "paths.log_dir")
+
+    on_multirun_start = on_run_start
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """What the user got wrong: ours, Lightning's (e.g. trainer.max_epochs=-3), OmegaConf's (a ??? value)."""
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    return UserError, MisconfigurationException, MissingMandatoryValue
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Report what the user got wrong in one line on stderr and exit 2; a bug keeps its traceback.
+
+    That is one of `user_error_types()`, also when Hydra's instantiate wraps it. A run folder that holds
+    nothing but Hydra's start-up files is removed: a refused run leaves nothing behind.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SIGTERMException:  # Lightning stops at the next batch, and would exit with 0
+        print("error: stopped by SIGTERM; to resume, rerun the command with ckpt_path=last", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, user_error_types()):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        if HydraConfig.initialized():
+            run = HydraConfig.get()
+            folder, startup_files = Path(run.runtime.output_dir), {".hydra", f"{run.job.name}.log"}
+            if folder.is_dir() and {path.name for path in folder.iterdir()} <= startup_files:
+                shutil.rmtree(folder)
+                if not any(folder.parent.iterdir()):  # the folder of runs with these overrides
+                    folder.parent.rmdir()
+        print(f"error: {str(cause).strip().splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
+def report(
+    metrics: dict[str, float],
+    log_dir: str | None,
+    commands: list[tuple[str, str]] | None = None,
+    stage: str = "test",
+    global_rank: int = 0,
+) -> None:
+    """Log the final table, with `commands` (what to do next) under it, and keep the metrics in
+    log_dir/metrics.json for `mnist_adder.cli.results`. `stage` is the split scored last: test, or val for
+    `mnist_adder.cli.eval split=val`. Only global rank 0 reports."""
+    if global_rank != 0:
+        return
+    if log_dir:
+        (Path(log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    def percent(name: str) -> str:
+        return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
+
+    rows = [
+        (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
+        (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
+        *([("best val sum acc", percent("val/sum_acc_best"))] if stage == "test" else []),
+        ("parameters", f"{metrics['parameters']:,}"),
+        ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),
+        ("log dir", str(log_dir)),
+        *(commands or []),
+    ]
+    log.info("\n" + "\n".join(f"{name:>18}  {value}" for name, value in rows))

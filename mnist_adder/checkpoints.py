@@ -1,0 +1,122 @@
+"""Checkpoints: read one safely, find the newest, and load the model it holds, for people or for Lightning.
+
+    from mnist_adder.checkpoints import load_net, newest_checkpoint
+    net = load_net(newest_checkpoint())          # an AdderNet in eval mode; no Lightning, no Hydra
+    digit, total = net.predict(images, numbers)   # (B, 1, 28, 28) normalised, (B,) int64 -> (B,), (B,)
+
+Checkpoints are written whole or not at all (`mnist_adder.callbacks.AtomicCheckpointIO`); a file cut short
+some other way is called damaged, and the intact checkpoints beside it are named.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.nets import AdderNet, adder_net
+
+DEFAULT_MODULE = "mnist_adder.module.DigitPlusNumberModule"  # the class of a checkpoint that names none
+ZIP_MAGIC = b"PK\x03\x04"  # how every file that torch.save writes begins
+
+
+def newest_checkpoint(log_dir: Path = PROJECT_ROOT / "lightning_logs") -> Path:
+    """The newest best checkpoint (not a `last.ckpt`) under log_dir."""
+    candidates = [path for path in log_dir.rglob("checkpoints/*.ckpt") if not path.name.startswith("last")]
+    if not candidates:
+        raise UserError(
+            f"no checkpoint under {log_dir}: train one with `python -m mnist_adder.cli.train`, "
+            "or give --checkpoint PATH"
+        )
+    return max(candidates, key=lambda path: path.stat().st_mtime)
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, read safely (tensors and plain values only).
+
+    Raises `UserError` if the file is missing, damaged (it begins as a checkpoint but cannot be read: the
+    error names the intact checkpoints beside it) or not a Lightning checkpoint.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path {path} is not a file: give a .ckpt file from mnist_adder.cli.train")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a zip or pickle, a zip cut short, or one holding more than plain values
+        with open(path, "rb") as file:
+            if file.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+                raise UserError(
+                    f"ckpt_path {path} is damaged ({first_line(error)}); {intact_beside(path)}"
+                ) from None
+        checkpoint = None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(
+            f"ckpt_path {path} is not a checkpoint that mnist_adder.cli.train wrote (torch.load finds no "
+            "state_dict in it)"
+        )
+    return checkpoint
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error) or type(error).__name__).strip().splitlines()[0]
+
+
+def intact_beside(path: Path) -> str:
+    """Names the checkpoints in `path`'s folder that read whole, for an error about `path`."""
+    intact = []
+    for other in sorted(path.parent.glob("*.ckpt")):
+        if other != path:
+            try:
+                torch.load(other, map_location="cpu", weights_only=True)
+                intact.append(str(other))
+            except Exception:  # damaged too
+                continue
+    return f"intact beside it: {', '.join(intact)}" if intact else "no intact checkpoint beside it"
+
+
+def load_module(ckpt_path: str | Path) -> Any:
+    """The LightningModule of any checkpoint that mnist_adder.cli.train wrote, of its own class (the
+    checkpoint names it), with its weights; `UserError` for any other file. Reads the file once."""
+    checkpoint = read_checkpoint(ckpt_path)
+    name = str(checkpoint.get("module_class", DEFAULT_MODULE))
+    if not name.startswith("mnist_adder."):  # import nothing a foreign file names
+        raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint (it names the class {name})")
+    try:
+        module, _, cls = name.rpartition(".")
+        model = getattr(importlib.import_module(module), cls)(**checkpoint.get("hyper_parameters", {}))
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:  # the constructor and load_state_dict fail in many ways on a foreign file
+        if isinstance(error, UserError):
+            raise
+        raise UserError(
+            f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({first_line(error)})"
+        ) from None
+    model.on_load_checkpoint(checkpoint)
+    return model
+
+
+def load_net(ckpt_path: str | Path) -> AdderNet:
+    """The `AdderNet` of an image + number checkpoint, in eval mode, built from its hyper-parameters with
+    no Lightning, torchmetrics or Hydra import: what predict, the demo and a plain shell need."""
+    checkpoint = read_checkpoint(ckpt_path)
+    if checkpoint.get("module_class", DEFAULT_MODULE) != DEFAULT_MODULE:
+        raise UserError(
+            f"ckpt_path {ckpt_path} holds a {checkpoint['module_class'].rsplit('.', 1)[-1]}, which reads two "
+            "images: predict and the demo read an image and a number (a DigitPlusNumberModule checkpoint)"
+        )
+    try:
+        net = adder_net(**checkpoint.get("hyper_parameters", {}))
+        prefix = "net."
+        net.load_state_dict(
+            {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        )
+    except Exception as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(
+            f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({first_line(error)})"
+        ) from None
+    return net.eval()

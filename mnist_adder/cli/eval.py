@@ -1,0 +1,59 @@
+"""Test a checkpoint on the official 10k test set, with the same metrics as training.
+
+    python -m mnist_adder.cli.eval ckpt_path=lightning_logs/model-sum_only/.../checkpoints/last.ckpt
+    python -m mnist_adder.cli.eval ckpt_path=... split=val test_time_shifts=1   # validation, with TTA
+
+The checkpoint describes its model and its data (the data module's settings, held-out pairs included), so
+no model or data override is needed; `test_time_shifts` replaces its test-time augmentation (see
+`mnist_adder.nets.ShiftAverage`). `split=val` scores the validation images instead, which is where a
+choice between settings belongs. Results go to a new folder under lightning_logs/eval/.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_adder import UserError, app
+from mnist_adder.checkpoints import load_module, read_checkpoint
+from mnist_adder.nets import ShiftAverage, check_shifts
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the checkpoint `cfg.ckpt_path` (on `cfg.split`) and return its metrics."""
+    if cfg.split not in ("test", "val"):
+        raise UserError(f"split must be test or val, got {cfg.split}")
+    model = load_module(cfg.ckpt_path)
+    if cfg.test_time_shifts is not None:
+        if not isinstance(getattr(model.net, "backbone", None), ShiftAverage):
+            raise UserError(f"test_time_shifts: {type(model).__name__} has no test-time augmentation")
+        model.net.backbone.shifts = check_shifts(cfg.test_time_shifts)
+    settings = read_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters", {})
+    module, _, name = model.datamodule_target.rpartition(".")
+    data_class = getattr(importlib.import_module(module), name)
+    datamodule = data_class(**{**settings, "data_dir": cfg.paths.data_dir})
+    if cfg.split == "val" and datamodule.hparams.val_size == 0:
+        raise UserError(f"split=val: {cfg.ckpt_path} was trained with no validation images (data.val_size=0)")
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=hydra.utils.instantiate(cfg.logger))
+    (trainer.test if cfg.split == "test" else trainer.validate)(model, datamodule=datamodule)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    app.report(metrics, trainer.log_dir, stage=cfg.split, global_rank=trainer.global_rank)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def run(cfg: DictConfig) -> None:
+    with app.user_errors():
+        evaluate(cfg)
+
+
+def main() -> None:
+    app.setup()
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Read digits from your own images and add numbers to them.
+
+    mnist-adder-predict photo_of_a_7.jpg 5 scan_of_a_2.png 9
+    python -m mnist_adder.cli.predict --checkpoint lightning_logs/.../epoch14.ckpt digit.png 3 --json
+
+An image is prepared the way MNIST's digits were (`mnist_adder.photos`). Without --checkpoint, the newest
+best checkpoint under lightning_logs/ answers. Neither Lightning nor Hydra is imported: it answers in
+about the time of `import torch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import Tensor
+
+from mnist_adder import UserError
+from mnist_adder.checkpoints import load_net, newest_checkpoint
+from mnist_adder.mnist import DIGIT_CLASSES
+from mnist_adder.nets import AdderNet
+from mnist_adder.photos import read_image, to_mnist
+
+
+def parse_number(text: str) -> int:
+    if not (text.isdigit() and int(text) < DIGIT_CLASSES):
+        raise UserError(f"number {text!r} is not an integer in 0..9")
+    return int(text)
+
+
+def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
+    """Digits, sums, their probabilities and the top 3 digits for (B, 1, 28, 28) images and (B,) numbers."""
+    digit_probs, sum_probs = net.probabilities(images, numbers)
+    results = []
+    for digit_p, sum_p, number in zip(digit_probs, sum_probs, numbers.tolist(), strict=True):
+        top = digit_p.topk(3)
+        total = int(sum_p.argmax())
+        results.append(
+            {
+                "number": number,
+                "digit": int(top.indices[0]),
+                "digit_prob": float(top.values[0]),
+                "top3": [[int(d), float(p)] for d, p in zip(top.indices, top.values, strict=True)],
+                "sum": total,
+                "sum_prob": float(sum_p[total]),
+            }
+        )
+    return results
+
+
+def predict_files(pairs: list[str], checkpoint: str | None = None) -> list[dict]:
+    """Predictions for [IMAGE, NUMBER, IMAGE, NUMBER, ...]; raises UserError on any bad input."""
+    if len(pairs) % 2:
+        raise UserError(f"got {len(pairs)} arguments: give pairs of IMAGE NUMBER, e.g. `digit.png 5`")
+    paths, texts = pairs[0::2], pairs[1::2]
+    numbers = torch.tensor([parse_number(text) for text in texts])
+    images = torch.stack([to_mnist(read_image(path), name=f"image {path}") for path in paths])
+    results = predict(load_net(checkpoint or newest_checkpoint()), images, numbers)
+    for path, result in zip(paths, results, strict=True):
+        result["image"] = path
+    return results
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        raise UserError(f"{message} (see --help)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(
+        prog="mnist-adder-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("pairs", nargs="+", metavar="IMAGE NUMBER", help="an image file and a number in 0..9")
+    parser.add_argument(
+        "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    try:
+        args = parser.parse_args(argv)
+        results = predict_files(args.pairs, args.checkpoint)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        top3 = ", ".join(f"{digit} ({p:.1%})" for digit, p in r["top3"])
+        print(
+            f"{r['image']} + {r['number']}: digit {r['digit']} ({r['digit_prob']:.1%}), "
+            f"sum {r['sum']} ({r['sum_prob']:.1%}); top 3 digits: {top3}"
+        )
+
+
+if __name__ == "__main__":
+    main()

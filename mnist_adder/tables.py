@@ -1,0 +1,61 @@
+"""Finished runs gathered into Markdown tables: each run's metrics.json, grouped by its overrides.
+
+    from mnist_adder.tables import markdown_table, mean_std, run_groups
+    groups = run_groups([Path("lightning_logs/multirun/2026-11-22_07-00-00")])   # overrides -> run folders
+
+A run folder is one that holds a `metrics.json` (written by `mnist_adder.cli.train`); runs whose Hydra
+overrides differ only in `seed=` form a group.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from mnist_adder import UserError
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table: a header row, its rule, and one line per row."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines) + "\n"
+
+
+def overrides_of(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else []
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    """`key`'s mean ± sample standard deviation over runs, times `scale`; the value alone for one run."""
+    values = [run[key] * scale for run in runs if key in run]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def run_groups(folders: list[Path]) -> dict[str, list[Path]]:
+    """Every finished run folder under `folders`, keyed by its overrides without the seed. Raises UserError
+    if a folder is missing or none holds a finished run."""
+    if missing := [str(folder) for folder in folders if not folder.is_dir()]:
+        raise UserError(f"not a folder: {', '.join(missing)}")
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for folder in folders:
+        for metrics_file in sorted(folder.rglob("metrics.json")):
+            run_dir = metrics_file.parent
+            name = " ".join(o for o in overrides_of(run_dir) if not o.startswith("seed=")) or "(defaults)"
+            groups[name].append(run_dir)
+    if not groups:
+        raise UserError("no metrics.json below those folders: train first (python -m mnist_adder.cli.train)")
+    return groups

@@ -1,0 +1,60 @@
+"""Checkpoints: loaded for people without Lightning, written whole, and a damaged one named as such."""
+
+import lightning as L
+import pytest
+import torch
+
+from mnist_adder import UserError
+from mnist_adder.callbacks import AtomicCheckpointIO
+from mnist_adder.checkpoints import load_module, load_net, read_checkpoint
+from mnist_adder.module import DigitPlusNumberModule
+from tests.test_module import NET, batch
+
+
+def saved(tmp_path, name="epoch00.ckpt", **settings) -> DigitPlusNumberModule:
+    module = DigitPlusNumberModule(**NET, **settings)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        plugins=[AtomicCheckpointIO()])  # fmt: skip
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch()], batch_size=None))
+    trainer.save_checkpoint(tmp_path / name)
+    return module.eval()
+
+
+@pytest.mark.parametrize("settings", [{}, {"digit_loss_weight": 0.0, "test_time_shifts": 1}])
+def test_the_net_for_people_answers_as_the_lightning_module_does(tmp_path, settings):
+    module = saved(tmp_path, **settings)
+    net = load_net(tmp_path / "epoch00.ckpt")
+    assert not net.training and net.digit_from_sum == (settings.get("digit_loss_weight") == 0.0)
+    images, numbers, _, _ = batch()
+    for ours, theirs in zip(net.probabilities(images, numbers), module.net.probabilities(images, numbers),
+                            strict=True):  # fmt: skip
+        assert torch.equal(ours, theirs)
+    loaded = load_module(tmp_path / "epoch00.ckpt").eval()
+    assert torch.equal(loaded(images, numbers)[1], module(images, numbers)[1])
+
+
+def test_a_checkpoint_cut_short_is_called_damaged_and_its_intact_neighbours_named(tmp_path):
+    saved(tmp_path, "epoch00.ckpt")
+    saved(tmp_path, "last.ckpt")
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # as a kill mid-save would leave it
+    with pytest.raises(UserError, match=rf"{last} is damaged \(.*\); intact beside it: .*epoch00.ckpt$"):
+        read_checkpoint(last)
+    with pytest.raises(UserError, match="is damaged"):
+        load_net(last)
+
+
+def test_a_save_that_fails_midway_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    saved(tmp_path, "last.ckpt")
+    before = (tmp_path / "last.ckpt").read_bytes()
+
+    def killed(checkpoint, path, *args, **kwargs):
+        with open(path, "wb") as file:
+            file.write(before[:100])  # the first bytes are out when the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lightning.fabric.plugins.io.torch_io._atomic_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
+    assert (tmp_path / "last.ckpt").read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left either

@@ -1,0 +1,145 @@
+"""The house rules, checked from the source: the commands stand on the library and never on each other,
+importing a module changes nothing in the process, and the README and its layout section stay true."""
+
+import ast
+import re
+import subprocess
+import sys
+
+from mnist_adder import PROJECT_ROOT
+
+COMMANDS = {
+    f"mnist_adder.cli.{path.stem}" for path in (PROJECT_ROOT / "mnist_adder" / "cli").glob("*.py")
+} - {"mnist_adder.cli.__init__"} | {"benchmarks.run", "benchmarks.scale_out", "benchmarks.startup"}
+SOURCES = [
+    path
+    for folder in ("mnist_adder", "benchmarks", "hydra_plugins")
+    for path in (PROJECT_ROOT / folder).rglob("*.py")
+]
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path) -> set[str]:
+    """The project modules that `path` imports, at any depth of its code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if name.startswith(("mnist_adder", "benchmarks"))}
+
+
+def test_the_list_of_commands_is_real():
+    assert {"mnist_adder.cli.train", "mnist_adder.cli.eval", "benchmarks.run"} <= COMMANDS
+    assert {module_name(path) for path in SOURCES} >= COMMANDS
+
+
+def test_no_module_imports_a_command():
+    offenders = {
+        f"{module_name(path)} imports {name}"
+        for path in SOURCES
+        for name in imported(path)
+        if name in COMMANDS and name != module_name(path)
+    }
+    assert not offenders
+
+
+def test_an_import_that_breaks_the_rule_is_found(tmp_path):
+    fake = tmp_path / "x.py"
+    fake.write_text("def f():\n    from mnist_adder.cli import train\n")
+    assert "mnist_adder.cli.train" in imported(fake)
+
+
+CHANGES = """
+import logging, warnings, sys
+from omegaconf import OmegaConf
+from lightning.pytorch.strategies.launchers import subprocess_script
+filters, command = list(warnings.filters), subprocess_script._hydra_subprocess_cmd
+loggers = {name: list(logging.getLogger(name).filters) for name in logging.root.manager.loggerDict}
+import {modules}
+ours = ("project_root", "if_gpu", "run_name", "run_dir")
+print(sorted(name for name in ours if OmegaConf.has_resolver(name)))
+print(warnings.filters == filters, subprocess_script._hydra_subprocess_cmd is command)
+print(all(list(logging.getLogger(name).filters) == kept for name, kept in loggers.items()))
+"""
+
+
+def changes_made_by_importing(*modules: str) -> list[str]:
+    code = CHANGES.replace("{modules}", ", ".join(modules))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")[:3]
+
+
+def test_importing_any_module_changes_nothing_in_the_process():
+    modules = sorted(module_name(path) for path in SOURCES if "hydra_plugins" not in path.parts)
+    assert changes_made_by_importing(*modules) == ["[]", "True True", "True"]
+
+
+def test_setup_is_what_changes_the_process():
+    assert changes_made_by_importing("mnist_adder.app; mnist_adder.app.setup()") == [
+        "['if_gpu', 'project_root', 'run_dir', 'run_name']", "False False", "False"
+    ]
+
+
+README = (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_the_readme_is_a_front_door():
+    assert len(README.splitlines()) <= 200
+
+
+def tracked_text_files() -> list:
+    listed = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    files = listed.stdout.split()
+    paths = [PROJECT_ROOT / name for name in files if (PROJECT_ROOT / name).is_file()]
+    return [path for path in paths if path.suffix in {".md", ".py", ".yaml", ".toml", ".ipynb", ".txt", ""}]
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:work|home|root|Users|mnt|srv)/\w")
+THIS_MACHINE = re.compile(r"\b(?:this|the previous|that) (?:session's )?machine\b|\bthis session\b", re.I)
+
+
+def test_no_file_holds_an_absolute_path_or_speaks_of_this_machine():
+    this_file = PROJECT_ROOT / "tests" / "test_layout.py"
+    found = [
+        f"{path.relative_to(PROJECT_ROOT)}: {match.group()}"
+        for path in tracked_text_files()
+        if path != this_file
+        for pattern in (ABSOLUTE_PATH, THIS_MACHINE)
+        for match in pattern.finditer(path.read_text(errors="ignore"))
+    ]
+    assert not found
+
+
+def test_the_checks_above_would_find_a_slip():
+    assert ABSOLUTE_PATH.search("see /work/main/README.md") and ABSOLUTE_PATH.search("`/home/me/data`")
+    assert not ABSOLUTE_PATH.search("lightning_logs/work/x and ${oc.env:TMPDIR,/tmp}")
+    assert THIS_MACHINE.search("measured on this machine") and THIS_MACHINE.search("The previous machine")
+
+
+def layout_section() -> str:
+    return README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_layout_names_every_module_and_config_group_and_nothing_else():
+    named = set(re.findall(r"`([\w/.]+)`", layout_section()))
+    modules = {
+        str(path.relative_to(PROJECT_ROOT))
+        for path in (PROJECT_ROOT / "mnist_adder").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    groups = {
+        str(path.relative_to(PROJECT_ROOT)) + "/"
+        for path in (PROJECT_ROOT / "conf").rglob("*")
+        if path.is_dir()
+    }
+    named_files = {name for name in named if name.endswith(".py")}
+    named_groups = {name for name in named if name.startswith("conf/") and name.endswith("/")}
+    assert named_files == modules
+    assert named_groups == groups
