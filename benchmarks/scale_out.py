@@ -1,4 +1,4 @@
-"""Scale-out measurements on this machine: a sweep run serially and two jobs at a time, and bf16 on a CPU.
+"""Scale-out measurements on one machine: a sweep run serially and two jobs at a time, and bf16 on a CPU.
 
     python -m benchmarks.scale_out            # writes benchmarks/scale_out.md and scale_out.json
     python -m benchmarks.scale_out --quick    # tiny sizes, seconds: checks that the script runs
@@ -59,7 +59,7 @@ def markdown(results: dict) -> str:
     sweep, precision = results["sweep"], results["precision"]
     m = results["machine"]
     lines = [
-        "# Scale-out on this machine",
+        "# Scale-out on one machine",
         "",
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, no GPU; torch {m['torch']}, "
         f"lightning {m['lightning']}. Written by `python -m benchmarks.scale_out`"

@@ -7,6 +7,7 @@ configs use, hooks Lightning's DDP launcher and silences the third-party notices
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -46,6 +47,24 @@ def if_gpu(accelerator: str, on_gpu: Any, otherwise: Any) -> Any:
 
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return on_gpu if gpu else otherwise
+
+
+# Command-line choices that need an optional extra: (override prefix, module it brings, extra).
+EXTRAS = [
+    ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "sweeps"),
+    ("hydra/launcher=joblib", "hydra_plugins.hydra_joblib_launcher", "cluster"),
+    ("hydra/launcher=submitit", "hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("logger=mlflow", "mlflow", "mlflow"),
+]
+
+
+def check_extras(arguments: list[str]) -> None:
+    """Raise `UserError` naming the extra to install if an argument chooses what a missing extra brings."""
+    for argument in arguments:
+        for prefix, module, extra in EXTRAS:
+            if argument.startswith(prefix) and importlib.util.find_spec(module) is None:
+                raise UserError(f'{argument} needs the {extra} extra: pip install -e ".[{extra}]"')
 
 
 class DropPrefixes(logging.Filter):

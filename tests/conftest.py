@@ -8,7 +8,10 @@ from hydra import compose, initialize
 from omegaconf import DictConfig
 
 import mnist_adder.data
-from mnist_adder import app
+from mnist_adder import PROJECT_ROOT, app
+
+# The best checkpoint of the reference run that ships in lightning_logs/reference/.
+(REFERENCE_CHECKPOINT,) = map(str, (PROJECT_ROOT / "lightning_logs" / "reference").rglob("epoch*.ckpt"))
 
 
 def pytest_configure(config) -> None:

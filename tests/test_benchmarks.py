@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from benchmarks import run, scale_out
+from benchmarks import run, scale_out, startup
 
 
 def a_command(seconds: float) -> dict:
@@ -51,3 +51,10 @@ def test_scale_out_benchmark_runs_and_writes_its_report(tmp_path):
     assert set(results["precision"]) >= {"32-true", "bf16-mixed"}
     report = (tmp_path / "scale_out.md").read_text()
     assert "serial / parallel" in report and "| `bf16-mixed` |" in report
+
+
+def test_the_time_to_an_answer_benchmark_writes_its_report(tmp_path):
+    results = startup.main(["--quick", "--out", str(tmp_path)])
+    assert set(results["median_seconds"]) == {"import torch", "predict", "demo"}
+    assert results["ratio_to_import_torch"]["import torch"] == 1.0
+    assert "| `mnist-adder-predict notebooks/seven.png 3` |" in (tmp_path / "startup.md").read_text()

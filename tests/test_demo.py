@@ -1,6 +1,7 @@
 """The drawing demo in a real browser: Debian's chromium, driven by playwright, draws a 7 with the mouse.
 
-Runs where chromium and the `demo` extra are installed (`.ci/run` installs both); marked `mnist`.
+Runs where chromium and the `demo` extra are installed (`.ci/run` installs both), with the shipped
+reference model: the demo works on a fresh clone, before any training.
 """
 
 import shutil
@@ -12,29 +13,19 @@ import urllib.request
 import pytest
 
 from mnist_adder import PROJECT_ROOT
-from mnist_adder.cli.train import train
-from tests.conftest import compose_train, free_port
+from tests.conftest import REFERENCE_CHECKPOINT, free_port
 
-pytestmark = pytest.mark.mnist
 CHROMIUM = shutil.which("chromium")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    """The best checkpoint of one epoch of model=dual on real MNIST (99 % here)."""
-    folder = tmp_path_factory.mktemp("dual")
-    train(compose_train(folder, "model=dual", "trainer=cpu", "trainer.max_epochs=1", "test=false"))
-    (best,) = (folder / "checkpoints").glob("epoch*.ckpt")
-    return str(best)
-
-
 @pytest.fixture
-def demo_url(checkpoint, tmp_path):
+def demo_url(tmp_path):
     pytest.importorskip("gradio", reason="needs the demo extra")
     port = free_port()
     log = open(tmp_path / "demo.log", "w")  # noqa: SIM115  closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_adder.cli.demo", "--checkpoint", checkpoint, "--port", str(port)],
+        [sys.executable, "-m", "mnist_adder.cli.demo", "--checkpoint", REFERENCE_CHECKPOINT,
+         "--port", str(port)],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"

@@ -6,7 +6,9 @@ import re
 import subprocess
 import sys
 
-from mnist_adder import PROJECT_ROOT
+import pytest
+
+from mnist_adder import PROJECT_ROOT, UserError, app
 
 COMMANDS = {
     f"mnist_adder.cli.{path.stem}" for path in (PROJECT_ROOT / "mnist_adder" / "cli").glob("*.py")
@@ -143,3 +145,11 @@ def test_the_layout_names_every_module_and_config_group_and_nothing_else():
     named_groups = {name for name in named if name.startswith("conf/") and name.endswith("/")}
     assert named_files == modules
     assert named_groups == groups
+
+
+def test_a_choice_whose_extra_is_missing_names_the_extra(monkeypatch):
+    monkeypatch.setattr(app, "EXTRAS", [("logger=mlflow", "no_such_module_here", "mlflow")])
+    app.check_extras(["model=dual", "logger=csv"])
+    expected = 'logger=mlflow needs the mlflow extra: pip install -e ".[mlflow]"'
+    with pytest.raises(UserError, match=re.escape(expected)):
+        app.check_extras(["logger=mlflow"])

@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_adder import UserError
+from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.checkpoints import newest_checkpoint
 from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.photos import read_image, to_mnist
+from tests.conftest import REFERENCE_CHECKPOINT
 
 
 def ink(image: torch.Tensor) -> torch.Tensor:
@@ -67,3 +68,27 @@ def test_with_no_checkpoint_under_the_logs_it_says_how_to_train_one(tmp_path):
         (folder / "last.ckpt").write_text("")
     os.utime(older / "epoch03.ckpt", (0, 0))
     assert newest_checkpoint(tmp_path) == newer / "epoch03.ckpt"
+
+
+def test_a_fresh_clone_answers_with_the_shipped_model():
+    # mnist-adder-predict notebooks/seven.png 3, as the README says, before any training
+    shipped = PROJECT_ROOT / "lightning_logs" / "reference"
+    assert str(newest_checkpoint(shipped)) == REFERENCE_CHECKPOINT
+    result = subprocess.run(
+        ["mnist-adder-predict", "--checkpoint", REFERENCE_CHECKPOINT, "notebooks/seven.png", "3"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("notebooks/seven.png + 3: digit 7 (") and ", sum 10 (" in result.stdout
+
+
+def test_the_shipped_run_opens_in_tensorboard_with_its_curves_and_hparams():
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(PROJECT_ROOT / "lightning_logs"))
+    events.Reload()
+    tags = {tag for run in events.Runs().values() for tag in run.get("scalars", [])}
+    assert {"val/digit_acc", "val/sum_acc", "test/sum_acc", "train/loss"} <= tags
+    assert any(run.get("images") for run in events.Runs().values())  # the final confusion matrices
+    assert events.PluginRunToTagToContent("hparams")  # the HPARAMS tab

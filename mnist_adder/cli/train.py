@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,8 @@ def run(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     app.setup()
+    with app.user_errors():
+        app.check_extras(sys.argv[1:])
     run()
 
 
