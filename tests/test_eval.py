@@ -1,6 +1,8 @@
+import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +10,7 @@ from mnist_adder import UserError
 from mnist_adder.checkpoints import load_module
 from mnist_adder.cli.eval import evaluate
 from mnist_adder.cli.train import train
-from tests.conftest import compose_eval, compose_train
+from tests.conftest import REFERENCE_CHECKPOINT, compose_eval, compose_train
 
 
 def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
@@ -63,3 +65,14 @@ def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_m
     assert plain["val/sum_loss"] != shifted["val/sum_loss"]  # another model: five views averaged
     with pytest.raises(UserError, match="split must be test or val"):
         evaluate(compose_eval(tmp_path / "bad", ckpt, "split=train"))
+
+
+@pytest.mark.mnist
+def test_eval_of_the_shipped_model_gives_its_recorded_test_accuracy(tmp_path):
+    # The README's eval command, on a fresh clone: the checkpoint names its data, no override needed.
+    metrics = evaluate(compose_eval(tmp_path, f"ckpt_path={REFERENCE_CHECKPOINT}"))
+    recorded = json.loads((Path(REFERENCE_CHECKPOINT).parents[1] / "metrics.json").read_text())
+    assert metrics["test/samples"] == 10_000
+    # The same weights and test pairs; another CPU's kernels may move a borderline image or two.
+    assert abs(metrics["test/digit_acc"] - recorded["test/digit_acc"]) <= 2e-4
+    assert abs(metrics["test/sum_acc"] - recorded["test/sum_acc"]) <= 2e-4

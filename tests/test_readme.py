@@ -1,4 +1,4 @@
-"""Every `python -m ...` command in the README's code blocks still parses.
+"""Every `python -m ...` command in the README's and the guides' code blocks still parses.
 
 Hydra commands are composed with the real config (sweeps at their first value, placeholders such as
 `trainer.num_nodes=N` filled in); the other entry points must exist and accept their arguments.
@@ -14,7 +14,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mnist_adder import PROJECT_ROOT
 
-README = (PROJECT_ROOT / "README.md").read_text()
+PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+README = "\n".join(page.read_text() for page in PAGES)
 PREDICT = "mnist-adder-predict"
 PLACEHOLDERS = {"N": "2", "G": "2", "i": "0", "P": "gpu"}  # trainer.num_nodes=N, ..., --node-rank=i
 
