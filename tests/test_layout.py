@@ -85,7 +85,9 @@ def test_importing_any_module_changes_nothing_in_the_process():
 
 def test_setup_is_what_changes_the_process():
     assert changes_made_by_importing("mnist_adder.app; mnist_adder.app.setup()") == [
-        "['if_gpu', 'project_root', 'run_dir', 'run_name']", "False False", "False"
+        "['if_gpu', 'project_root', 'run_dir', 'run_name']",
+        "False False",
+        "False",
     ]
 
 
@@ -141,10 +143,14 @@ def test_the_layout_names_every_module_and_config_group_and_nothing_else():
         for path in (PROJECT_ROOT / "conf").rglob("*")
         if path.is_dir()
     }
-    named_files = {name for name in named if name.endswith(".py")}
+    named_modules = {name for name in named if name.startswith("mnist_adder/")}
     named_groups = {name for name in named if name.startswith("conf/") and name.endswith("/")}
-    assert named_files == modules
+    benchmarks = {
+        path.name for path in (PROJECT_ROOT / "benchmarks").glob("*.py") if "def main(" in path.read_text()
+    }
+    assert named_modules == modules
     assert named_groups == groups
+    assert {name for name in named if "/" not in name and name.endswith(".py")} == benchmarks
 
 
 def test_a_choice_whose_extra_is_missing_names_the_extra(monkeypatch):
