@@ -1,6 +1,6 @@
 """Beyond one process, run here with CPU processes standing in for GPUs and nodes (marked `mnist`).
 
-Every command is the README's ("Several processes", "Run on a cluster"), with CPU settings and a short
+Every command is the guide's (docs/scale-out.md), with CPU settings and a short
 `debug=limit` recipe added; each process is a real `python -m mnist_adder.cli.train` or `torchrun`.
 """
 
@@ -78,14 +78,14 @@ def run_folders(log_dir) -> list:
     return sorted(path.parent for path in log_dir.rglob(".hydra"))
 
 
-README = (PROJECT_ROOT / "README.md").read_text()
+GUIDE = (PROJECT_ROOT / "docs" / "scale-out.md").read_text()
 
 
 def readme_nodes(first_words: str, port: int, *overrides: str) -> list[tuple[list[str], dict[str, str]]]:
-    """The README's lines that start with `first_words`, one per node, as (command, environment), with this
+    """The guide's lines that start with `first_words`, one per node, as (command, environment), with this
     test's port and `overrides` added; `python` and `torchrun` are this interpreter's."""
     nodes = []
-    for line in (line for line in README.splitlines() if line.startswith(first_words)):
+    for line in (line for line in GUIDE.splitlines() if line.startswith(first_words)):
         words, env = shlex.split(line), {}
         while "=" in words[0] and words[0].split("=")[0].isupper():
             name, value = words.pop(0).split("=", 1)
@@ -93,13 +93,13 @@ def readme_nodes(first_words: str, port: int, *overrides: str) -> list[tuple[lis
         program = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
         words = [f"--master-port={port}" if word.startswith("--master-port=") else word for word in words]
         nodes.append(([*program[words[0]], *words[1:], *overrides], env))
-    assert len(nodes) == 2, f"the README has no two lines starting with {first_words!r}"
+    assert len(nodes) == 2, f"the guide has no two lines starting with {first_words!r}"
     return nodes
 
 
 @pytest.mark.parametrize("first_words", ["MASTER_ADDR=127.0.0.1", "torchrun --nnodes=2"])
 def test_two_nodes_on_localhost_share_one_run_folder_and_test_like_one_process(tmp_path, first_words):
-    """The README's two "nodes" of one CPU process each, started apart, with no hydra.run.dir: one folder."""
+    """The guide's two "nodes" of one CPU process each, started apart, with no hydra.run.dir: one folder."""
     nodes = readme_nodes(first_words, free_port(), f"paths.log_dir={tmp_path}", *SHORT, ALL_TEST)
     # The second node first: it waits for the first to name the folder.
     finish(*[start(command, env) for command, env in reversed(nodes)])
@@ -148,7 +148,7 @@ def test_a_sweep_killed_mid_job_is_finished_in_its_own_folder(tmp_path):
     assert (job[1] / "metrics.json").is_file() and not (job[2] / "metrics.json").exists()
     first = (job[1] / "metrics.json").stat().st_mtime_ns
 
-    # README: the same command, with the sweep's folder and ckpt_path=last
+    # docs/scale-out.md: the same command, with the sweep's folder and ckpt_path=last
     (output,) = finish(start(train(*sweep_command, f"hydra.sweep.dir={folder}", "ckpt_path=last")))
     assert (job[1] / "metrics.json").stat().st_mtime_ns == first  # finished: not trained again
     assert output.count("finished before; its metrics stand") == 1
@@ -190,9 +190,10 @@ def test_the_slurm_launcher_reads_its_resources_from_the_trainer_config():
 
 
 def test_two_optuna_workers_share_one_study(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the optuna extra")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    # README: the study is made once before the workers start (two first writes of a new database collide)
+    # docs/scale-out.md: the study is made once before the workers start (two first writes of a new
+    # database collide)
     optuna_cli = str(Path(sys.executable).with_name("optuna"))
     finish(start([optuna_cli, "create-study", "--study-name", "mnist_adder", "--storage", storage,
                   "--direction", "maximize"]))  # fmt: skip

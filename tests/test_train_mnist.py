@@ -84,7 +84,7 @@ def test_predict_reads_saved_test_digits_like_the_tensors_they_came_from(dual_ru
 
 
 def test_an_optuna_search_runs_two_tiny_trials_and_reports_the_best(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the optuna extra")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
     result = subprocess.run(
         [
             sys.executable, "-m", "mnist_adder.cli.train", "hparams_search=optuna",
