@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import machine, train_command
 from mnist_adder import PROJECT_ROOT, app
 from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
+from mnist_adder.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent
 NETS = {  # name in the report -> overrides of the train config
@@ -338,27 +339,23 @@ def time_to_99_markdown(result: dict) -> list[str]:
     reference = spread([run["train_seconds"] for run in result["reference"]])
     speedrun = [breakdown(run) for run in result["speedrun"]]
     whole = spread([parts["whole"] for parts in speedrun])
-    lines = [
-        "## Time to 99 %: the whole command, from typing it to its end",
-        "",
-        "| command | start-up s | set-up s | fit s | test s | to the end of fit s | whole s | val sum acc | "
-        "test sum acc |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["command", "start-up s", "set-up s", "fit s", "test s", "to the end of fit s", "whole s",
+              "val sum acc", "test sum acc"]  # fmt: skip
+    rows = []
     for run, parts in [
         *zip(result["speedrun"], speedrun, strict=True),
         (result["default"], breakdown(result["default"])),
     ]:
         m = run["metrics"]
-        cells = " | ".join(
-            f"{parts[key]:.1f}" for key in ("startup", "setup", "fit", "test", "to_fit_end", "whole")
-        )
+        times = [f"{parts[key]:.1f}" for key in ("startup", "setup", "fit", "test", "to_fit_end", "whole")]
         val, test = (100 * m.get(name, float("nan")) for name in ("val/sum_acc_best", "test/sum_acc"))
         command = f"python -m mnist_adder.cli.train {' '.join(run['overrides'])}"
-        lines.append(f"| `{command}` | {cells} | {val:.2f} % | {test:.2f} % |")
+        rows.append([f"`{command}`", *times, f"{val:.2f} %", f"{test:.2f} %"])
     accuracy = statistics.median(run["test_acc"] for run in result["reference"])
-    lines += [
+    lines = [
+        "## Time to 99 %: the whole command, from typing it to its end",
         "",
+        markdown_table(header, rows),
         "Reference, a bare PyTorch loop (`reference_fit`: the anchor's net and recipe, one epoch of 60k "
         f"images held as one normalised tensor): training {cell_of(reference, 1)} s, test accuracy "
         f"{100 * accuracy:.2f} %. The speedrun's whole command / the reference's training: "
@@ -376,6 +373,31 @@ def markdown(results: dict) -> str:
     cell = cell_of
     m, overhead, data = results["machine"], results["overhead"], results["data"]
     dual_speed = overhead["lightning_images_per_s"]["median"]
+    pipelines = [
+        ["the project's Lightning module, data, trainer, logger and callbacks",
+         cell(overhead["lightning_images_per_s"])],
+        ["a bare PyTorch loop over the same net, data and optimiser", cell(overhead["bare_images_per_s"])],
+        ["**ratio** (medians)", f"**{overhead['ratio']:.3f}**"],
+    ]  # fmt: skip
+    nets = [
+        [f"`{name}`", f"{net['parameters']:,}", f"{net['mult_adds'] / 1e6:,.2f} M", net["batch_size"],
+         cell(net["train_images_per_s"])]
+        for name, net in results["nets"].items()
+    ]  # fmt: skip
+    stages = [
+        [stage, cell(data[key]), f"{data[key]['median'] / dual_speed:.1f}"]
+        for stage, key in (("loader", "loader_images_per_s"),
+                           ("loader + batched augmentation", "loader_and_augment_images_per_s"))
+    ]  # fmt: skip
+    infer = results["inference"]
+    latency = infer["batch1_ms"]
+    big = next(key for key in infer if key != "batch1_ms")
+    scaling = [
+        [f"{float(fraction):.0%}", cell(row["epoch_seconds"], 1),
+         ", ".join(f"{value:.2f}" for value in row["rss_gb_per_epoch"])]
+        for fraction, row in results["scaling"].items()
+        if fraction != "peak_rss_gb"
+    ]  # fmt: skip
     lines = [
         f"# Benchmarks, {m['date']}",
         "",
@@ -387,58 +409,23 @@ def markdown(results: dict) -> str:
         *time_to_99_markdown(results["time_to_99"]),
         "## Framework overhead: training images/s of `model=dual`",
         "",
-        "| pipeline | images/s |",
-        "|---|---|",
-        f"| the project's Lightning module, data, trainer, logger and callbacks | "
-        f"{cell(overhead['lightning_images_per_s'])} |",
-        f"| a bare PyTorch loop over the same net, data and optimiser | "
-        f"{cell(overhead['bare_images_per_s'])} |",
-        f"| **ratio** (medians) | **{overhead['ratio']:.3f}** |",
-        "",
+        markdown_table(["pipeline", "images/s"], pipelines),
         "## Net cost (bare training loop, each config's own batch size)",
         "",
-        "| net | parameters | multiply-adds / image | batch | training images/s |",
-        "|---|---|---|---|---|",
-    ]
-    for name, net in results["nets"].items():
-        lines.append(
-            f"| `{name}` | {net['parameters']:,} | {net['mult_adds'] / 1e6:,.2f} M | {net['batch_size']} | "
-            f"{cell(net['train_images_per_s'])} |"
-        )
-    loader = data["loader_images_per_s"]["median"]
-    augmented = data["loader_and_augment_images_per_s"]["median"]
-    lines += [
-        "",
+        markdown_table(["net", "parameters", "multiply-adds / image", "batch", "training images/s"], nets),
         "## Data pipeline: the training loader alone (`model=dual`)",
         "",
-        "| stage | images/s | × training speed |",
-        "|---|---|---|",
-        f"| loader | {cell(data['loader_images_per_s'])} | {loader / dual_speed:.1f} |",
-        f"| loader + batched augmentation | {cell(data['loader_and_augment_images_per_s'])} | "
-        f"{augmented / dual_speed:.1f} |",
-        "",
+        markdown_table(["stage", "images/s", "× training speed"], stages),
         "## Inference (`model=dual`, eval, `torch.inference_mode()`)",
         "",
-    ]
-    infer = results["inference"]
-    latency = infer["batch1_ms"]
-    big = next(key for key in infer if key != "batch1_ms")
-    lines += [
         f"- batch 1 latency: p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms "
         f"(min {latency['min']:.2f}, max {latency['max']:.2f})",
         f"- {big.split('_')[0].replace('batch', 'batch ')} throughput: {cell(infer[big])} images/s",
         "",
         "## Scaling: `model=dual` epoch time (no validation) against training-set size",
         "",
-        "| fraction of the 55k training images | epoch seconds | RSS at each epoch's end, GB |",
-        "|---|---|---|",
-    ]
-    for fraction, row in results["scaling"].items():
-        if fraction != "peak_rss_gb":
-            rss = ", ".join(f"{value:.2f}" for value in row["rss_gb_per_epoch"])
-            lines.append(f"| {float(fraction):.0%} | {cell(row['epoch_seconds'], 1)} | {rss} |")
-    lines += [
-        "",
+        markdown_table(["fraction of the 55k training images", "epoch seconds", "RSS per epoch's end, GB"],
+                       scaling),  # fmt: skip
         f"Peak RSS of the process after these runs: {results['scaling']['peak_rss_gb']:.2f} GB.",
         "",
     ]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from benchmarks.timing import machine, train_command
+from mnist_adder.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent
 
@@ -58,7 +59,22 @@ def run(quick: bool) -> dict:
 def markdown(results: dict) -> str:
     sweep, precision = results["sweep"], results["precision"]
     m = results["machine"]
-    lines = [
+    launchers = [
+        ["basic (one job after another)", f"{sweep['serial_seconds']:.1f}"],
+        ["`hydra/launcher=joblib hydra.launcher.n_jobs=2` (torch threads = cores // 2 each)",
+         f"{sweep['joblib_2_seconds']:.1f}"],
+        ["**serial / parallel**", f"**{sweep['ratio']:.2f}**"],
+    ]  # fmt: skip
+
+    def cell(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
+        return "-" if value is None else f"{scale * value:.{digits}f}"
+
+    precisions = [
+        [f"`{name}`", cell(row["fit_seconds"]), cell(row["wall_seconds"]),
+         cell(row["test_digit_acc"], 100, 2), cell(row["test_sum_acc"], 100, 2)]
+        for name, row in ((name, precision[name]) for name in ("32-true", "bf16-mixed"))
+    ]  # fmt: skip
+    return "\n".join([
         "# Scale-out on one machine",
         "",
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, no GPU; torch {m['torch']}, "
@@ -67,25 +83,12 @@ def markdown(results: dict) -> str:
         "",
         f"## A 4-job sweep: `python -m mnist_adder.cli.train {sweep['command']}`",
         "",
-        "| launcher | wall seconds |",
-        "|---|---|",
-        f"| basic (one job after another) | {sweep['serial_seconds']:.1f} |",
-        f"| `hydra/launcher=joblib hydra.launcher.n_jobs=2` (torch threads = cores // 2 each) "
-        f"| {sweep['joblib_2_seconds']:.1f} |",
-        f"| **serial / parallel** | **{sweep['ratio']:.2f}** |",
-        "",
+        markdown_table(["launcher", "wall seconds"], launchers),
         f"## bf16 on a CPU: `python -m mnist_adder.cli.train {precision['command']} trainer.precision=...`",
         "",
-        "| precision | fit seconds | wall seconds | test digit acc % | test sum acc % |",
-        "|---|---|---|---|---|",
-    ]
-    for name in ("32-true", "bf16-mixed"):
-        row = precision[name]
-        fit = f"{row['fit_seconds']:.1f}" if row["fit_seconds"] is not None else "-"
-        accuracies = [f"{100 * row[key]:.2f}" if row[key] is not None else "-"
-                      for key in ("test_digit_acc", "test_sum_acc")]  # fmt: skip
-        lines.append(f"| `{name}` | {fit} | {row['wall_seconds']:.1f} | {' | '.join(accuracies)} |")
-    return "\n".join(lines) + "\n"
+        markdown_table(["precision", "fit seconds", "wall seconds", "test digit acc %", "test sum acc %"],
+                       precisions),
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
