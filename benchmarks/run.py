@@ -296,7 +296,7 @@ def overhead(dual: DictConfig, args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> dict:
     tiny = ["data.batch_size=32", "data.val_size=100"] if args.quick else []  # for the smoke test
     dual = config("model=dual", *tiny)
-    results: dict = {"machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
+    results: dict = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "out"}}
 
     # First, while this process is fresh, so that its peak memory is that of a training run.
     fractions = [0.25, 0.5, 1.0]

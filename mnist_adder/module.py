@@ -32,7 +32,7 @@ def check_data(model: TaskModule, data_target: str) -> None:
     if data_target != model.datamodule_target:
         raise UserError(
             f"{type(model).__name__} reads the data of data={model.data_config}, not {data_target}: add "
-            f"data={model.data_config} (with the data.* settings it was trained with, for a checkpoint)"
+            f"data={model.data_config}"
         )
 
 
@@ -56,7 +56,8 @@ class TaskModule(L.LightningModule):
     Its hparams hold `optimizer`, `scheduler` and `compile` (see `DigitPlusNumberModule`).
     """
 
-    # The data it reads: the datamodule's class and its config in conf/data/ (eval checks them).
+    # The data it reads: the datamodule's class (eval builds it from a checkpoint) and its config in
+    # conf/data/ (train checks that they agree).
     datamodule_target = "mnist_adder.data.DigitPlusNumberDataModule"
     data_config = "digit_plus_number"
 
