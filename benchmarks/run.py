@@ -31,9 +31,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import machine, train_command
+from benchmarks.timing import train_command
 from mnist_adder import PROJECT_ROOT, app
 from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
+from mnist_adder.provenance import machine
 from mnist_adder.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent

@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.timing import machine, train_command
+from benchmarks.timing import train_command
+from mnist_adder.provenance import machine
 from mnist_adder.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent

@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.timing import machine
 from mnist_adder import PROJECT_ROOT
 from mnist_adder.checkpoints import newest_checkpoint
+from mnist_adder.provenance import machine
 from mnist_adder.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent

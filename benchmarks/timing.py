@@ -1,42 +1,16 @@
-"""What the benchmarks share: the hardware a figure was measured on, and a train command timed as a user
-types it."""
+"""What the benchmarks share: a train command timed as a user types it. (The hardware a figure was
+measured on: `mnist_adder.provenance.machine`.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from mnist_adder import PROJECT_ROOT
-
-
-def machine() -> dict:
-    """The hardware and software of this process, for a report's header."""
-    import lightning
-
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
-    return {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "cpu": names[0] if names else platform.processor(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
 
 
 def train_command(*arguments: str) -> dict:

@@ -1,5 +1,6 @@
-"""What the commands share, set up explicitly: each command's `main` calls `setup()` before Hydra reads
-its config, and runs inside `user_errors()`; train and eval end with `report()`.
+"""What the commands share, set up explicitly: the Hydra commands (train, eval) call `setup()` in their
+`main` before Hydra reads a config, as the benchmarks, the notebook and the tests do; commands run inside
+`user_errors()`, and train and eval end with `report()`.
 
 Importing this module (or any other) changes nothing in the process: `setup()` registers the resolvers the
 configs use, hooks Lightning's DDP launcher and silences the third-party notices below.
@@ -16,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +168,18 @@ def report(
 ) -> None:
     """Log the final table, with `commands` (what to do next) under it, and keep the metrics in
     log_dir/metrics.json for `mnist_adder.cli.results`. `stage` is the split scored last: test, or val for
-    `mnist_adder.cli.eval split=val`. Only global rank 0 reports."""
+    `mnist_adder.cli.eval split=val`. Beside metrics.json, run.json says when, on what hardware, at which
+    commit and with which overrides. Only global rank 0 reports."""
     if global_rank != 0:
         return
     if log_dir:
+        from mnist_adder.provenance import commit, hardware
+
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        date = datetime.now().isoformat(timespec="seconds")
+        run = {"date": date, "hardware": hardware(), "commit": commit(), "overrides": overrides}
         (Path(log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (Path(log_dir) / "run.json").write_text(json.dumps(run, indent=2))
 
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"

@@ -96,8 +96,8 @@ class ShiftAverage(nn.Module):
 
     In training, or with `shifts=0`, the backbone's own logits. Otherwise the backbone also reads each image
     moved `shifts` pixels left, right, up and down, and the logits are the log of the mean of the five
-    views' probabilities (log-probabilities: for a sum head that reads the digit distribution, the exact
-    one). `shifts` is a plain attribute, so an evaluation may change it.
+    views' probabilities: log-probabilities, which suit a sum head that reads the digit distribution (the
+    exact one). `shifts` is a plain attribute, so an evaluation may change it.
     """
 
     def __init__(self, net: nn.Module, shifts: int = 0) -> None:

@@ -59,3 +59,15 @@ def run_groups(folders: list[Path]) -> dict[str, list[Path]]:
     if not groups:
         raise UserError("no metrics.json below those folders: train first (python -m mnist_adder.cli.train)")
     return groups
+
+
+def provenance(run_dirs: list[Path]) -> str:
+    """One line: when, on what hardware and at which commits the runs ran, from their run.json files."""
+    runs = [json.loads((run / "run.json").read_text()) for run in run_dirs if (run / "run.json").is_file()]
+    if not runs:
+        return "No run.json beside these runs: when and where they ran is not recorded."
+    dates = sorted(run["date"][:10] for run in runs)
+    span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    hardware = "; ".join(sorted({run["hardware"] for run in runs}))
+    commits = ", ".join(sorted({str(run["commit"]) for run in runs}))
+    return f"{len(runs)} run{'s' * (len(runs) > 1)}, {span}, on {hardware}, at commit {commits}."

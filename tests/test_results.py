@@ -24,7 +24,7 @@ def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, c
     fake_run(tmp_path / "c", ["model=sum_only", "seed=1"], 0.990, 0.990)
     results.main([str(tmp_path)])
     rows = capsys.readouterr().out.splitlines()
-    assert len(rows) == 4
+    assert len(rows) == 6 and rows[-1].startswith("No run.json beside these runs")
     assert rows[2].startswith("| `model=dual` | 2 | 99.60 ± 0.14 | 99.50 ± 0.14 | - | 120 ± 0 | 80,589 |")
     assert rows[3].startswith("| `model=sum_only` | 1 | 99.00 | 99.00 |")
 
@@ -32,3 +32,13 @@ def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, c
 def test_a_folder_without_runs_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no metrics.json"):
         results.main([str(tmp_path)])
+
+
+def test_the_table_ends_with_when_where_and_at_which_commit(tmp_path, capsys):
+    for name, date in (("a", "2026-11-26T10:00:00"), ("b", "2026-11-27T09:00:00")):
+        fake_run(tmp_path / name, ["model=dual", f"seed={name}"], 0.99, 0.99)
+        run = {"date": date, "hardware": "AMD EPYC, 2 cores, no GPU", "commit": "abc1234", "overrides": []}
+        (tmp_path / name / "run.json").write_text(json.dumps(run))
+    results.main([str(tmp_path)])
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "2 runs, 2026-11-26 to 2026-11-27, on AMD EPYC, 2 cores, no GPU, at commit abc1234."

@@ -3,7 +3,8 @@
     python -m mnist_adder.cli.results lightning_logs/multirun/2026-11-22_07-00-00 [more folders ...]
 
 Every run folder below the given ones that holds a `metrics.json` (written by `mnist_adder.cli.train`) is a
-row's sample; runs whose Hydra overrides differ only in `seed=` share a row.
+row's sample; runs whose Hydra overrides differ only in `seed=` share a row. A last line says when, on
+what hardware and at which commit they ran (their run.json).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mnist_adder import UserError
-from mnist_adder.tables import markdown_table, mean_std, metrics_of, run_groups
+from mnist_adder.tables import markdown_table, mean_std, metrics_of, provenance, run_groups
 
 COLUMNS = [  # header, metrics.json key, scale, decimals
     ("test digit acc %", "test/digit_acc", 100, 2),
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         groups = run_groups(args.folders)
     except UserError as error:
         sys.exit(f"error: {error}")
-    print(table({name: [metrics_of(run) for run in runs] for name, runs in groups.items()}), end="")
+    print(table({name: [metrics_of(run) for run in runs] for name, runs in groups.items()}))
+    print(provenance([run for runs in groups.values() for run in runs]))
 
 
 if __name__ == "__main__":
