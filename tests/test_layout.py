@@ -12,7 +12,9 @@ from mnist_adder import PROJECT_ROOT, UserError, app
 
 COMMANDS = {
     f"mnist_adder.cli.{path.stem}" for path in (PROJECT_ROOT / "mnist_adder" / "cli").glob("*.py")
-} - {"mnist_adder.cli.__init__"} | {"benchmarks.run", "benchmarks.scale_out", "benchmarks.startup"}
+} - {"mnist_adder.cli.__init__"} | {
+    f"benchmarks.{name}" for name in ("run", "scale_out", "startup", "gpu", "gpu_stage")
+}
 SOURCES = [
     path
     for folder in ("mnist_adder", "benchmarks", "hydra_plugins")

@@ -30,6 +30,8 @@ def readme_commands() -> list[list[str]]:
                 starts = [i for i, word in enumerate(words) if word in ("python", "torchrun", PREDICT)]
                 if starts:
                     words = words[starts[0] :]
+                    if words[0] == "python" and words[1].endswith(".py"):  # a script: its module
+                        words = ["python", "-m", words[1].removesuffix(".py").replace("/", "."), *words[2:]]
                     if words[0] == "torchrun":  # its own options, then -m MODULE
                         words = ["python", *words[words.index("-m") :]]
                     if words[0] == PREDICT:  # the script of mnist_adder.cli.predict
