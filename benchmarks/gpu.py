@@ -37,6 +37,8 @@ STEPS = [
      [*TRAIN, "model=reference_dual", "trainer=gpu", "trainer.max_epochs=25"], 200),
     ("speedrun", "fit seconds to 99 %; the anchor: 99.04 % in 0.76 s on a GTX 1660 Ti, data on the GPU",
      [*TRAIN, "experiment=speedrun", "trainer=gpu"], 45),
+    ("overhead", "images/s of model=dual, Lightning against a bare loop, the data held on the GPU",
+     [sys.executable, "-m", "benchmarks.run", "--overhead-only", "--out", tempfile.gettempdir()], 120),
     ("ddp", "NCCL, SyncBatchNorm and bf16-mixed, one epoch",
      [*TRAIN, "model=dual", "trainer=ddp", "trainer.devices=1", "trainer.max_epochs=1"], 60),
     ("eager_2_epochs", "two epochs without torch.compile, the baseline of the next step",
@@ -107,12 +109,12 @@ def run_step(command: list[str], seconds: float) -> dict:
         try:
             done = subprocess.run(full, cwd=ROOT, capture_output=True, text=True, timeout=seconds)
             status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
-            output = done.stdout + done.stderr
+            output = done.stderr + done.stdout  # what a command prints as its result comes last
         except subprocess.TimeoutExpired as expired:
             status, output = f"out of time ({seconds:.0f} s)", str(expired.stderr or "")
         wall = time.perf_counter() - start
         metrics = [json.loads(path.read_text()) for path in Path(log_dir).rglob("metrics.json")]
-    result = {"status": status, "wall_seconds": round(wall, 1), "tail": output.strip().splitlines()[-5:]}
+    result = {"status": status, "wall_seconds": round(wall, 1), "tail": output.strip().splitlines()[-15:]}
     if metrics:
         result["metrics"] = {key: metrics[0][key] for key in KEPT if key in metrics[0]}
     return result
@@ -146,8 +148,10 @@ def markdown(report: dict) -> str:
                  cell(m, "val/sum_acc_best")]  # fmt: skip
         lines.append(f"| `{name}` | {step['about']} | {step['status']} | {step['wall_seconds']} | "
                      + " | ".join(cells) + " |")  # fmt: skip
-    failed = [(name, step) for name, step in report["steps"].items() if step["status"] != "ok"]
-    for name, step in failed:
+    # The output of a step that failed, or that measures no run (the tests, the overhead benchmark):
+    shown = [(name, step) for name, step in report["steps"].items()
+             if step["tail"] and (step["status"] != "ok" or "metrics" not in step)]  # fmt: skip
+    for name, step in shown:
         lines += ["", f"`{name}`, last lines:", "", "```", *step["tail"], "```"]
     return "\n".join(lines) + "\n"
 

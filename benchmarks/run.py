@@ -65,6 +65,12 @@ def datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return dm
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work, if there is a GPU, so that a clock read after it counts it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def rss_gb() -> float:
     """Resident memory of this process now, in GB (Linux)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -82,9 +88,11 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
+            synchronize()
             self.start, self.images = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        synchronize()
         self.end = time.perf_counter()
         self.images += len(batch[0])
 
@@ -119,17 +127,22 @@ def lightning_throughput(cfg: DictConfig, steps: int, warmup: int) -> float:
 
 
 def bare_throughput(cfg: DictConfig, steps: int, warmup: int) -> float:
-    """Training images/s of a plain PyTorch loop: the same net, data, augmentation, losses and optimiser."""
+    """Training images/s of a plain PyTorch loop: the same net, data, augmentation, losses and optimiser, on
+    the same device, with the data where the data module keeps it (a GPU's memory with `data.on_device`)."""
     torch.manual_seed(0)
-    dm, net = datamodule(cfg), instantiate(cfg.model).net
+    dm = datamodule(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = instantiate(cfg.model).net.to(device)
     optimizer = instantiate(cfg.model.optimizer)(params=net.parameters())
     scheduler = instantiate(cfg.model.scheduler)(optimizer, total_steps=warmup + steps)
     digit_weight, sum_weight = cfg.model.digit_loss_weight, cfg.model.sum_loss_weight
     images = 0
-    for i, (image, number, digit, total) in enumerate(islice(dm.train_dataloader(), warmup + steps)):
+    for i, batch in enumerate(islice(dm.train_dataloader(), warmup + steps)):
+        image, number, digit, total = (tensor.to(device) for tensor in batch)  # nothing to do if there
         if dm.augment is not None:
             image = dm.augment(image)
         if i == warmup:
+            synchronize()
             start, images = time.perf_counter(), 0
         digit_logits, sum_logits = net(image.contiguous(memory_format=torch.channels_last), number)
         loss = sum_weight * F.cross_entropy(sum_logits, total)
@@ -140,6 +153,7 @@ def bare_throughput(cfg: DictConfig, steps: int, warmup: int) -> float:
         optimizer.step()
         scheduler.step()
         images += len(image)
+    synchronize()
     return images / (time.perf_counter() - start)
 
 

@@ -40,7 +40,7 @@ class AdditionSums(Dataset):
     def __init__(self, images: Tensor, digits: Tensor, num_digits: int, seed: int) -> None:
         check_images(images)
         self.images = images
-        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed)).to(digits.device)
         self.groups = order[: len(order) // (2 * num_digits) * 2 * num_digits].view(-1, 2 * num_digits)
         self.digits = digits.long()[self.groups]  # (samples, 2N)
         self.totals = number_of(self.digits[:, :num_digits]) + number_of(self.digits[:, num_digits:])
@@ -49,7 +49,7 @@ class AdditionSums(Dataset):
         return len(self.groups)
 
     def __getitems__(self, indices: Sequence[int]) -> AdditionBatch:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.groups.device)
         return normalise(self.images[self.groups[index]]), self.digits[index], self.totals[index]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,10 +76,11 @@ class MNISTAdditionDataModule(MNISTDataModule):
         seed: int = 0,
         eval_seed: int = 0,
         augment: dict[str, float] | None = None,
+        on_device: bool = False,
     ) -> None:
         if type(num_digits) is not int or not 1 <= num_digits <= MAX_NUM_DIGITS:
             raise UserError(f"data.num_digits must be an integer in 1..{MAX_NUM_DIGITS}, got {num_digits!r}")
-        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment)
+        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment, on_device)
 
     @property
     def batch_samples(self) -> int:

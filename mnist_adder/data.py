@@ -83,7 +83,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     A task's subclass turns images and digits into its samples (`make_dataset`). Training order and
     augmentation are drawn from (`seed`, epoch) alone, so a run resumed at epoch k trains exactly as if it
-    had never stopped. `augment` holds the `RandomDistortion` arguments, or None. A batch's first element is
+    had never stopped. `augment` holds the `RandomDistortion` arguments, or None. `on_device` keeps every
+    split on the accelerator (see `data_device`). A batch's first element is
     its images, (B, ..., 1, 28, 28): every image is augmented on its own.
     """
 
@@ -96,6 +97,7 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_seed: int = 0,
         augment: dict[str, float] | None = None,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -128,14 +130,29 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        device = self.data_device()
+        if device.type == "cuda" and hp.num_workers > 0:
+            raise UserError("data.on_device keeps the images on the GPU, where worker processes cannot cut "
+                            "batches: set data.num_workers=0")  # fmt: skip
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, digits = load_mnist(hp.data_dir, train=True)
             order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(hp.eval_seed))
             val, train = order[: hp.val_size], order[hp.val_size :]
+            images, digits = images.to(device), digits.to(device)
             self.train_set = self.make_dataset(images[train], digits[train], "train")
             self.val_set = self.make_dataset(images[val], digits[val], "val")
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = self.make_dataset(*load_mnist(hp.data_dir, train=False), "test")
+            images, digits = load_mnist(hp.data_dir, train=False)
+            self.test_set = self.make_dataset(images.to(device), digits.to(device), "test")
+
+    def data_device(self) -> torch.device:
+        """Where every split is kept: with `on_device`, the trainer's device (or CUDA's, with no trainer), so
+        that batches are cut there and nothing is copied per step; else the CPU."""
+        if not self.hparams.on_device:
+            return torch.device("cpu")
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def _processes(self) -> tuple[int, int]:
         """(number of processes, this one's rank): each loads its share of every split."""
@@ -199,8 +216,9 @@ class DigitPlusNumberDataModule(MNISTDataModule):
         eval_seed: int = 0,
         augment: dict[str, float] | None = None,
         holdout_pairs: str | list[list[int]] | None = "none",
+        on_device: bool = False,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment)
+        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment, on_device)
         self.held_out = holdout_mask(holdout_pairs)
 
     def make_dataset(self, images: Tensor, digits: Tensor, split: str) -> PairedDigits:

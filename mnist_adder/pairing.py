@@ -83,6 +83,7 @@ class PairedDigits(Dataset):
     def __init__(self, images: Tensor, digits: Tensor, seed: int, held_out: Tensor | None = None) -> None:
         check_images(images)
         self.images, self.digits, self.seed, self.held_out = images, digits.long(), seed, held_out
+        self._cpu_digits = self.digits.cpu()  # numbers are drawn on the CPU, then kept where the images are
         # Shared memory, so that worker processes, persistent ones included, see the epoch change.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self._numbers_epoch, self._numbers = -1, torch.empty(0, dtype=torch.long)
@@ -97,12 +98,12 @@ class PairedDigits(Dataset):
         """The numbers (N,) paired with every sample in the current epoch."""
         epoch = int(self._epoch)
         if epoch != self._numbers_epoch:
-            numbers = pair_numbers(self.seed, epoch, self.digits, self.held_out)
-            self._numbers_epoch, self._numbers = epoch, numbers
+            numbers = pair_numbers(self.seed, epoch, self._cpu_digits, self.held_out)
+            self._numbers_epoch, self._numbers = epoch, numbers.to(self.digits.device)
         return self._numbers
 
     def __getitems__(self, indices: Sequence[int]) -> NumberBatch:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.digits.device)
         images = normalise(self.images[index])
         numbers, digits = self.numbers()[index], self.digits[index]
         return images, numbers, digits, digits + numbers

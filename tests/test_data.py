@@ -43,3 +43,27 @@ def test_random_distortion_moves_each_image_its_own_way_and_keeps_the_background
     assert not torch.allclose(moved[0], moved[1])
     blank = torch.full((2, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
     assert torch.allclose(data.RandomDistortion(degrees=30)(blank), blank, atol=1e-5)
+
+
+@pytest.mark.parametrize("module", ["digit_plus_number", "mnist_addition"])
+def test_data_kept_on_the_device_gives_the_same_batches(fake_mnist, module):
+    # On a GPU, on_device keeps every split there; the batches must be those of the CPU path. Here the
+    # device is the CPU, so this checks that the on-device path cuts the same samples.
+    from mnist_adder.addition_data import MNISTAdditionDataModule
+
+    make = DigitPlusNumberDataModule if module == "digit_plus_number" else MNISTAdditionDataModule
+    plain, kept = make(val_size=100, seed=3), make(val_size=100, seed=3, on_device=True)
+    for datamodule in (plain, kept):
+        datamodule.setup()
+    assert kept.data_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for ours, theirs in zip(next(iter(getattr(plain, loader)())), next(iter(getattr(kept, loader)())),
+                                strict=True):  # fmt: skip
+            assert torch.equal(ours, theirs.cpu())
+
+
+def test_data_on_a_gpu_with_worker_processes_is_one_clear_error(fake_mnist, monkeypatch):
+    datamodule = DigitPlusNumberDataModule(num_workers=2, on_device=True)
+    monkeypatch.setattr(datamodule, "data_device", lambda: torch.device("cuda"))
+    with pytest.raises(UserError, match="data.on_device keeps the images on the GPU.*data.num_workers=0"):
+        datamodule.setup()
