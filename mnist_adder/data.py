@@ -84,8 +84,8 @@ class MNISTDataModule(L.LightningDataModule):
     A task's subclass turns images and digits into its samples (`make_dataset`). Training order and
     augmentation are drawn from (`seed`, epoch) alone, so a run resumed at epoch k trains exactly as if it
     had never stopped. `augment` holds the `RandomDistortion` arguments, or None. `on_device` keeps every
-    split on the accelerator (see `data_device`). A batch's first element is
-    its images, (B, ..., 1, 28, 28): every image is augmented on its own.
+    split on the accelerator (see `data_device`). A batch's first element is its images,
+    (B, ..., 1, 28, 28): every image is augmented on its own.
     """
 
     def __init__(
