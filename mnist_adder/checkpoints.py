@@ -11,6 +11,8 @@ some other way is called damaged, and the intact checkpoints beside it are named
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,20 @@ def intact_beside(path: Path) -> str:
     return f"intact beside it: {', '.join(intact)}" if intact else "no intact checkpoint beside it"
 
 
+@contextmanager
+def built_from(ckpt_path: str | Path) -> Iterator[None]:
+    """Any failure to build a model from a checkpoint's contents (a constructor or load_state_dict given a
+    foreign file fails in many ways) as one `UserError`."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(
+            f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({first_line(error)})"
+        ) from None
+
+
 def load_module(ckpt_path: str | Path) -> Any:
     """The LightningModule of any checkpoint that mnist_adder.cli.train wrote, of its own class (the
     checkpoint names it), with its weights; `UserError` for any other file. Reads the file once."""
@@ -84,16 +100,10 @@ def load_module(ckpt_path: str | Path) -> Any:
     name = str(checkpoint.get("module_class", DEFAULT_MODULE))
     if not name.startswith("mnist_adder."):  # import nothing a foreign file names
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint (it names the class {name})")
-    try:
+    with built_from(ckpt_path):
         module, _, cls = name.rpartition(".")
         model = getattr(importlib.import_module(module), cls)(**checkpoint.get("hyper_parameters", {}))
         model.load_state_dict(checkpoint["state_dict"])
-    except Exception as error:  # the constructor and load_state_dict fail in many ways on a foreign file
-        if isinstance(error, UserError):
-            raise
-        raise UserError(
-            f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({first_line(error)})"
-        ) from None
     model.on_load_checkpoint(checkpoint)
     return model
 
@@ -107,16 +117,10 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
             f"ckpt_path {ckpt_path} holds a {checkpoint['module_class'].rsplit('.', 1)[-1]}, which reads two "
             "images: predict and the demo read an image and a number (a DigitPlusNumberModule checkpoint)"
         )
-    try:
+    with built_from(ckpt_path):
         net = adder_net(**checkpoint.get("hyper_parameters", {}))
         prefix = "net."
         net.load_state_dict(
             {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         )
-    except Exception as error:
-        if isinstance(error, UserError):
-            raise
-        raise UserError(
-            f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint ({first_line(error)})"
-        ) from None
     return net.eval()

@@ -65,6 +65,7 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.val_sum_acc_best = MaxMetric()
         self.resumed_val_sum_acc_best: float | None = None  # from the checkpoint a run resumes
+        self.datamodule_settings: dict[str, Any] = {}  # from the checkpoint it was loaded from
         self.first_bad_loss: Tensor | None = None  # see check_finite
         self.device_step: Tensor | None = None
         self.compiled = False
@@ -89,6 +90,8 @@ class TaskModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resumed_val_sum_acc_best = checkpoint.get("val_sum_acc_best")
+        # The data module's settings it was trained with: eval rebuilds its data from them.
+        self.datamodule_settings = checkpoint.get("datamodule_hyper_parameters", {})
 
     def on_train_start(self) -> None:
         self.val_sum_acc_best.reset()  # forget the sanity check's values, but not a resumed run's best

@@ -63,9 +63,9 @@ def run_dir(ckpt_path: str | None, runs: str, stamp: str) -> str:
 
 def _choose_run_dir(ckpt_path: str | None, runs: Path, stamp: str) -> Path:
     if ckpt_path == "last":
-        resumable = [folder for folder in runs.glob("*") if resume_from("last", folder)]
-        if resumable:
-            return max(resumable, key=lambda folder: resume_from("last", folder).stat().st_mtime)
+        lasts = [last for folder in runs.glob("*") if (last := resume_from("last", folder))]
+        if lasts:
+            return max(lasts, key=lambda last: last.stat().st_mtime).parents[1]
     elif ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
         folder = Path(ckpt_path).resolve().parents[1]
         if (folder / ".hydra").is_dir():

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_adder import UserError, app
-from mnist_adder.checkpoints import load_module, read_checkpoint
+from mnist_adder.checkpoints import load_module
 from mnist_adder.nets import ShiftAverage, check_shifts
 
 
@@ -30,10 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if not isinstance(getattr(model.net, "backbone", None), ShiftAverage):
             raise UserError(f"test_time_shifts: {type(model).__name__} has no test-time augmentation")
         model.net.backbone.shifts = check_shifts(cfg.test_time_shifts)
-    settings = read_checkpoint(cfg.ckpt_path).get("datamodule_hyper_parameters", {})
     module, _, name = model.datamodule_target.rpartition(".")
     data_class = getattr(importlib.import_module(module), name)
-    datamodule = data_class(**{**settings, "data_dir": cfg.paths.data_dir})
+    datamodule = data_class(**{**model.datamodule_settings, "data_dir": cfg.paths.data_dir})
     if cfg.split == "val" and datamodule.hparams.val_size == 0:
         raise UserError(f"split=val: {cfg.ckpt_path} was trained with no validation images (data.val_size=0)")
     trainer = hydra.utils.instantiate(cfg.trainer, logger=hydra.utils.instantiate(cfg.logger))
