@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import train_command
+from benchmarks.timing import train_command, write_report
 from mnist_adder import PROJECT_ROOT, app
 from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.provenance import machine
@@ -466,11 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats, args.steps, args.warmup = 2, 2, 1
     if args.time_to_99_only:
         results = {"machine": machine(), "time_to_99": time_to_99(args, config().data.data_dir)}
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "time_to_99.json").write_text(json.dumps(results, indent=2))
-        report = "\n".join(time_to_99_markdown(results["time_to_99"]))
-        (args.out / "time_to_99.md").write_text(report)
-        print(report)
+        write_report(args.out, "time_to_99", results, "\n".join(time_to_99_markdown(results["time_to_99"])))
         return results
     if args.overhead_only:
         results = {"machine": machine(), "overhead": overhead(config("model=dual"), args)}
@@ -479,11 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(results["overhead"], indent=2))
         return results
     results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    report = markdown(results)
-    (args.out / "results.md").write_text(report)
-    print(report)
+    write_report(args.out, "results", results, markdown(results))
     return results
 
 

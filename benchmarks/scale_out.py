@@ -10,10 +10,9 @@ the other so that no two compete for the cores.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from benchmarks.timing import train_command
+from benchmarks.timing import train_command, write_report
 from mnist_adder.provenance import machine
 from mnist_adder.tables import markdown_table
 
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for scale_out.md and .json")
     args = parser.parse_args(argv)
     results = run(args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale_out.json").write_text(json.dumps(results, indent=2))
-    (args.out / "scale_out.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report(args.out, "scale_out", results, markdown(results))
     return results
 
 

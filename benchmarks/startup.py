@@ -11,7 +11,6 @@ page answering over HTTP.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.timing import write_report
 from mnist_adder import PROJECT_ROOT
 from mnist_adder.checkpoints import newest_checkpoint
 from mnist_adder.provenance import machine
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder for startup.md and startup.json")
     args = parser.parse_args(argv)
     results = run(1 if args.quick else args.repeats)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "startup.json").write_text(json.dumps(results, indent=2))
-    (args.out / "startup.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report(args.out, "startup", results, markdown(results))
     return results
 
 

@@ -1,5 +1,5 @@
-"""What the benchmarks share: a train command timed as a user types it. (The hardware a figure was
-measured on: `mnist_adder.provenance.machine`.)"""
+"""What the benchmarks share: a train command timed as a user types it, and a report written out. (The
+hardware a figure was measured on: `mnist_adder.provenance.machine`.)"""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def train_command(*arguments: str) -> dict:
         wall = time.perf_counter() - start
         runs = [json.loads(path.read_text()) for path in sorted(Path(log_dir).rglob("metrics.json"))]
     return {"overrides": overrides, "wall_seconds": wall, "runs": runs}
+
+
+def write_report(folder: Path, name: str, results: dict, report: str) -> None:
+    """`name`.json (the raw results) and `name`.md (`report`) in `folder`, and the report on the console."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (folder / f"{name}.md").write_text(report)
+    print(report)
