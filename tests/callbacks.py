@@ -9,13 +9,16 @@ import torch
 
 class Interrupt(L.Callback):
     """Sends this process `signal_name` (SIGTERM, SIGKILL, SIGUSR1) at training batch `batch` of epoch
-    `epoch`, unless the run resumed from a checkpoint."""
+    `epoch`, unless the run resumed from a checkpoint; with `seed`, only in the run of that seed (one job of
+    a sweep)."""
 
-    def __init__(self, epoch: int, batch: int, signal_name: str) -> None:
-        self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
+    def __init__(self, epoch: int, batch: int, signal_name: str, seed: int | None = None) -> None:
+        self.epoch, self.batch, self.signal, self.seed = epoch, batch, getattr(signal, signal_name), seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch and trainer.ckpt_path is None:
+        seeded = self.seed is None or os.environ.get("PL_GLOBAL_SEED") == str(self.seed)  # seed_everything
+        now = trainer.current_epoch == self.epoch and batch_idx == self.batch
+        if now and seeded and trainer.ckpt_path is None:
             os.kill(os.getpid(), self.signal)
 
 

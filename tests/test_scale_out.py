@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -123,38 +122,40 @@ def test_ddp_inside_a_sweep_runs_each_job_once_in_one_sweep_folder(tmp_path):
     assert {log.parent for log in tmp_path.rglob("train_ddp_process_1.log")} == set(jobs)
 
 
+def jobs_by_seed(sweep: Path) -> dict[int, Path]:
+    """The job folders of a sweep over `seed`, found by their overrides (a long name is cut to a hash)."""
+    jobs = {}
+    for path in sweep.glob("*/.hydra/overrides.yaml"):
+        overrides = yaml.safe_load(path.read_text())
+        (seed,) = [int(o.removeprefix("seed=")) for o in overrides if o.startswith("seed=")]
+        jobs[seed] = path.parent.parent
+    return jobs
+
+
 def test_a_sweep_killed_mid_job_is_finished_in_its_own_folder(tmp_path):
     sweep_command = ["-m", f"paths.log_dir={tmp_path}", "seed=1,2,3", *SHORT, "trainer.max_epochs=2",
                      "trainer.deterministic=true"]  # fmt: skip
-    sweep = start(train(*sweep_command), start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not list(tmp_path.glob("multirun/*/*seed-2*/checkpoints/last.ckpt")):  # job 2 is one epoch in
-        assert sweep.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    time.sleep(1)  # the checkpoint written whole; the second epoch takes seconds
-    os.killpg(sweep.pid, signal.SIGKILL)
-    sweep.wait()
+    kill = [  # the sweep's process dies in the second epoch of job 2, one checkpoint in
+        "+callbacks.kill._target_=tests.callbacks.Interrupt", "+callbacks.kill.epoch=1",
+        "+callbacks.kill.batch=5", "+callbacks.kill.signal_name=SIGKILL", "+callbacks.kill.seed=2",
+    ]  # fmt: skip
+    sweep = start(train(*sweep_command, *kill))
+    sweep.wait(timeout=600)
+    assert sweep.returncode == -signal.SIGKILL
     (folder,) = (tmp_path / "multirun").iterdir()
-    name = "__".join(
-        [
-            "callbacks.error_pictures-null",
-            "debug-limit",
-            "seed-{}",
-            "trainer.deterministic-True",
-            "trainer.max_epochs-2",
-        ]
-    )  # fmt: skip  (the sweeper writes true back as True)
-    job = {seed: folder / name.format(seed) for seed in (1, 2, 3)}
+    job = jobs_by_seed(folder)
+    assert set(job) == {1, 2}
     assert (job[1] / "metrics.json").is_file() and not (job[2] / "metrics.json").exists()
     first = (job[1] / "metrics.json").stat().st_mtime_ns
 
     # docs/scale-out.md: the same command, with the sweep's folder and ckpt_path=last
-    (output,) = finish(start(train(*sweep_command, f"hydra.sweep.dir={folder}", "ckpt_path=last")))
+    (output,) = finish(start(train(*sweep_command, *kill, f"hydra.sweep.dir={folder}", "ckpt_path=last")))
     assert (job[1] / "metrics.json").stat().st_mtime_ns == first  # finished: not trained again
     assert output.count("finished before; its metrics stand") == 1
     assert output.count("Restored all states from the checkpoint") == 1  # job 2, from its last.ckpt
     assert f"{job[2]}/checkpoints/last.ckpt" in output
-    assert all((job[seed] / "metrics.json").is_file() for seed in (2, 3))
+    assert jobs_by_seed(folder) == {**job, 3: jobs_by_seed(folder)[3]}  # the same folders, and job 3's
+    assert all((path / "metrics.json").is_file() for path in jobs_by_seed(folder).values())
     assert list((tmp_path / "multirun").iterdir()) == [folder]
 
 
