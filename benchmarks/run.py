@@ -50,7 +50,7 @@ NETS = {  # name in the report -> overrides of the train config
 def config(*overrides: str) -> DictConfig:
     """The train config with these overrides, writing into a temporary folder."""
     output_dir = tempfile.mkdtemp(prefix="mnist_adder_bench_")
-    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(PROJECT_ROOT / "conf")):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 

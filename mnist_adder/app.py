@@ -17,16 +17,18 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import PROJECT_ROOT, UserError, runs, writable_folder
+from mnist_adder import PROJECT_ROOT, UserError, plugins, runs, writable_folder
 from mnist_adder.launching import job_command
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,13 @@ def if_gpu(accelerator: str, on_gpu: Any, otherwise: Any) -> Any:
 
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return on_gpu if gpu else otherwise
+
+
+# What a config's `_target_` may name: Hydra 1.4 warns about any target outside a list like this one (and
+# 1.5 will refuse it): the project, the libraries its configs build from, and the reliability tests' faults.
+TRUSTED_TARGETS = ["mnist_adder.*", "lightning.pytorch.*", "torch.optim.*", "optuna.samplers.*",
+                   "optuna.pruners.*", "tests.callbacks.*"]  # fmt: skip
+_trusting: ContextVar[bool] = ContextVar("trusting", default=False)
 
 
 # Command-line choices that need an optional extra: (override prefix, module it brings, extra).
@@ -83,16 +92,22 @@ def setup() -> None:
 
     - the resolvers of conf/: `project_root`, `if_gpu`, `run_name` and `run_dir` (cached: Hydra resolves
       the run folder more than once, and must get the same answer after creating it);
+    - this project's Hydra plugins (`plugins.register()`), and the trusted targets above as the process's
+      execution whitelist (what a config may instantiate);
     - Lightning's DDP launcher starts a node's other processes with `launching.job_command`: this job
       alone, where Lightning's own command would launch a whole sweep again;
     - the notices above, silenced by message and module.
     """
     from lightning.pytorch.strategies.launchers import subprocess_script
 
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
-    OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
-    OmegaConf.register_new_resolver("run_name", runs.run_name, replace=True)
-    OmegaConf.register_new_resolver("run_dir", runs.run_dir, use_cache=True, replace=True)
+    OmegaConf.register_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_resolver("if_gpu", if_gpu, replace=True)
+    OmegaConf.register_resolver("run_name", runs.run_name, replace=True)
+    OmegaConf.register_resolver("run_dir", runs.run_dir, use_cache=True, replace=True)
+    plugins.register()
+    if not _trusting.get():
+        execution_whitelist(TRUSTED_TARGETS).__enter__()  # for this process, as the resolvers are
+        _trusting.set(True)
     subprocess_script._hydra_subprocess_cmd = job_command
     for message, module in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, module=module)

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
+from mnist_adder.plugins import PRUNED_AT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -155,3 +156,33 @@ def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) ->
         ax.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+class OptunaPruning(L.Callback):
+    """Reports `monitor` to trial `trial` of an Optuna study after each validation, and stops the run when
+    the study's pruner says the trial has fallen behind; the sweeper (`mnist_adder.plugins`) then records
+    the trial as pruned. `train` adds it to each job of `hparams_search=optuna`."""
+
+    def __init__(self, storage: str, study_name: str, trial: int, monitor: str) -> None:
+        self.storage, self.study_name, self.number, self.monitor = storage, study_name, trial, monitor
+        self.trial = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import optuna
+
+        if trainer.is_global_zero:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
+            self.trial = optuna.Trial(study, trial_id)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        prune = False
+        if self.trial is not None:
+            self.trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
+            prune = self.trial.should_prune()
+            if prune:
+                self.trial.set_user_attr(PRUNED_AT, trainer.current_epoch)
+        if trainer.strategy.broadcast(prune):
+            trainer.should_stop = True

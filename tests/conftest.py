@@ -20,13 +20,13 @@ def pytest_configure(config) -> None:
 
 def compose_train(tmp_path, *overrides: str) -> DictConfig:
     """The real train config, writing into tmp_path."""
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(config_path="../conf"):
         return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
 
 def compose_eval(tmp_path, *overrides: str) -> DictConfig:
     """The real eval config, writing into tmp_path."""
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(config_path="../conf"):
         return compose("eval", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
 

@@ -59,7 +59,7 @@ def one_run(arguments: list[str]) -> list[str]:
 
 
 def test_a_command_that_no_longer_parses_fails():
-    with pytest.raises(Exception, match="max_epoch"), initialize(version_base="1.3", config_path="../conf"):
+    with pytest.raises(Exception, match="max_epoch"), initialize(config_path="../conf"):
         compose(
             "train", overrides=one_run(["-m", "trainer.max_epoch=3", "seed=1,2"]), return_hydra_config=True
         )
@@ -73,7 +73,7 @@ def test_the_readme_has_commands_of_every_entry_point():
 
 @pytest.mark.parametrize("words", [w for w in COMMANDS if w[2] in HYDRA_APPS], ids=" ".join)
 def test_a_readme_hydra_command_composes(words):
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(config_path="../conf"):
         compose(HYDRA_APPS[words[2]], overrides=one_run(words[3:]), return_hydra_config=True)
 
 

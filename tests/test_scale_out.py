@@ -183,7 +183,7 @@ def test_the_slurm_launcher_reads_its_resources_from_the_trainer_config():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra")
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
                  "hydra.launcher.partition=gpu"]  # fmt: skip
-    with initialize(version_base="1.3", config_path="../conf"):
+    with initialize(config_path="../conf"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert (launcher.tasks_per_node, launcher.nodes, launcher.partition) == (4, 2, "gpu")

@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(config_path="../../conf", config_name="eval")
 def run(cfg: DictConfig) -> None:
     with app.user_errors():
         evaluate(cfg)

@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_adder import PROJECT_ROOT, UserError, app, launching, runs
-from mnist_adder.callbacks import FitTimer
+from mnist_adder.callbacks import FitTimer, OptunaPruning
 from mnist_adder.checkpoints import load_module, read_checkpoint
 from mnist_adder.module import DigitPlusNumberModule, check_data
 
@@ -78,6 +78,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
+    if sweep and cfg.optuna_trial is not None:  # a trial of hparams_search=optuna: its pruner may stop it
+        sweeper = HydraConfig.get().sweeper
+        pruning = OptunaPruning(sweeper.storage, sweeper.study_name, cfg.optuna_trial, cfg.optimized_metric)
+        callbacks.append(pruning)
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
@@ -125,7 +129,8 @@ def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = Non
     folder = Path(cfg.paths.output_dir)
     last = folder / "checkpoints" / "last.ckpt"
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    again = [shlex.quote(o) for o in overrides if not o.startswith(("ckpt_path=", "hydra."))]
+    sweeping = ("ckpt_path=", "hydra.", "hparams_search=", "optuna_trial=")  # the job alone resumes
+    again = [shlex.quote(o) for o in overrides if not o.startswith(sweeping)]
     paths = [o for o in again if o.startswith("paths.")]  # where this run keeps its data and logs
     commands = []
     if best:
@@ -169,7 +174,7 @@ def without_plumbing(settings: Any, nested: bool = False) -> Any:
     return kept
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(config_path="../../conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """The Hydra task: one run, or one job of a sweep, whose optimised metric a sweeper reads."""
     with app.user_errors(), launching.one_job():
@@ -180,6 +185,10 @@ def main() -> None:
     app.setup()
     with app.user_errors():
         app.check_extras(sys.argv[1:])
+        searches = [argument for argument in sys.argv[1:] if argument.startswith("hparams_search=")]
+        if searches and not {"-m", "--multirun"} & set(sys.argv[1:]):
+            raise UserError(f"{searches[0]} is a sweep: add -m, as in python -m mnist_adder.cli.train -m "
+                            f"{searches[0]}")  # fmt: skip
     run()
 
 
