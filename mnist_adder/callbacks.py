@@ -160,18 +160,19 @@ def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) ->
 
 class OptunaPruning(L.Callback):
     """Reports `monitor` to trial `trial` of an Optuna study after each validation, and stops the run when
-    the study's pruner says the trial has fallen behind; the sweeper (`mnist_adder.plugins`) then records
-    the trial as pruned. `train` adds it to each job of `hparams_search=optuna`."""
+    `pruner` (the study's, which its storage does not keep) says the trial has fallen behind; the sweeper
+    (`mnist_adder.plugins`) then records the trial as pruned. `train` adds it to each job of
+    `hparams_search=optuna`."""
 
-    def __init__(self, storage: str, study_name: str, trial: int, monitor: str) -> None:
-        self.storage, self.study_name, self.number, self.monitor = storage, study_name, trial, monitor
-        self.trial = None
+    def __init__(self, storage: str, study_name: str, trial: int, pruner: Any, monitor: str) -> None:
+        self.storage, self.study_name, self.number, self.pruner = storage, study_name, trial, pruner
+        self.monitor, self.trial = monitor, None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import optuna
 
         if trainer.is_global_zero:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
             trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
             self.trial = optuna.Trial(study, trial_id)
 

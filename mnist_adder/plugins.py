@@ -17,13 +17,13 @@ extra is missing. `register()` registers them explicitly instead.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher
@@ -68,12 +68,12 @@ if optuna_sweeper is not None:
     class OptunaSweeper(optuna_sweeper.OptunaSweeper):
         """hydra-optuna-sweeper's sweeper with a `pruner` (any `optuna.pruners` class), for one objective."""
 
-        def __init__(self, sampler: Any, pruner: Any = None, **settings: Any) -> None:
+        def __init__(self, sampler: Any, pruner: Any, **settings: Any) -> None:
             from hydra.utils import instantiate
 
             self.sweeper = StudySweep(
                 sampler=instantiate(sampler, _execution_whitelist_="optuna.samplers.*"),
-                pruner=instantiate(pruner, _execution_whitelist_="optuna.pruners.*") if pruner else None,
+                pruner=instantiate(pruner, _execution_whitelist_="optuna.pruners.*"),
                 **settings,
             )
 
@@ -106,8 +106,11 @@ if optuna_sweeper is not None:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
                 self.job_idx += len(returns)
                 for trial, job in zip(trials, returns, strict=True):
-                    tell(study, trial, job)
+                    tell(study, trial, job, self.storage)
             complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+            if not complete:
+                log.warning("no trial completed (all were pruned or failed): no best settings to report")
+                return
             best = {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value}
             log.info("Best of %d complete trials: %s, from %s", len(complete), best["best_value"],
                      best["best_params"])  # fmt: skip
@@ -118,15 +121,18 @@ if optuna_sweeper is not None:
         states = [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
         return len(study.get_trials(deepcopy=False, states=states))
 
-    def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> None:
-        """Tell the study how a trial's job ended: pruned (its job set `pruned_at_epoch`), complete with the
-        value it returned, or failed, when the sweep stops with the job's error."""
+    def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, storage: str | None) -> None:
+        """Tell the study how a trial's job ended: pruned (its job set `pruned_at_epoch` in the storage),
+        complete with the value it returned, or failed, when the sweep stops with the job's error."""
         if job.status == JobStatus.FAILED:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             job.return_value  # noqa: B018  raises the job's own error
-        if PRUNED_AT in trial.user_attrs:
+        # Read afresh: this process's study caches the trials it asked for, and the job wrote elsewhere.
+        written = optuna.load_study(study_name=study.study_name, storage=storage) if storage else study
+        pruned_at = written.trials[trial.number].user_attrs.get(PRUNED_AT)
+        if pruned_at is not None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # its value: the last one it reported
-            log.info("trial %d pruned after epoch %d", trial.number, trial.user_attrs[PRUNED_AT])
+            log.info("trial %d pruned after epoch %d", trial.number, pruned_at)
         else:
             study.tell(trial, float(job.return_value))
 
@@ -135,7 +141,8 @@ if optuna_sweeper is not None:
         """hydra-optuna-sweeper's settings, plus the pruner."""
 
         _target_: str = f"{__name__}.OptunaSweeper"
-        pruner: Any = None
+        defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
+        pruner: Any = MISSING  # conf/hydra/sweeper/pruner/
 
 
 def register() -> None:
@@ -147,4 +154,4 @@ def register() -> None:
     if optuna_sweeper is not None:
         Plugins.instance().register(OptunaSweeper)
         ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=StudySweeperConf,
-                                     provider="mnist_adder")  # fmt: skip
+                                     provider="mnist_adder", replace=True)  # fmt: skip

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -16,6 +17,8 @@ from mnist_adder import PROJECT_ROOT, app
 
 def pytest_configure(config) -> None:
     app.setup()  # as every command does: the resolvers the configs use, the console's filters
+    # Any Hydra deprecation, here or in a command a test runs, is an error (Hydra's own switch).
+    os.environ["HYDRA_DEPRECATION_WARNINGS_AS_ERRORS"] = "1"
 
 
 def compose_train(tmp_path, *overrides: str) -> DictConfig:

@@ -90,6 +90,13 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_run_prints_no_warning_from_hydra_or_omegaconf(tmp_path):
+    result = run_cli("debug=fdr", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "Warning" in line]
+    assert not [line for line in warnings if "hydra" in line or "omegaconf" in line], warnings
+
+
 def test_unknown_model_gets_hydras_error(tmp_path):
     result = run_cli("model=nope", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0
@@ -183,14 +190,19 @@ def test_a_compiled_net_trains_and_its_checkpoint_loads_uncompiled(tmp_path, fak
 
 
 @pytest.mark.mnist
-def test_an_mlflow_run_is_read_back_with_mlflows_own_client(tmp_path, monkeypatch):
+def test_an_mlflow_run_is_read_back_with_mlflows_own_client(tmp_path):
     tracking = pytest.importorskip("mlflow.tracking", reason="needs the mlflow extra")
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this reader; the run sets it in its config
-    result = run_cli("logger=mlflow", "debug=limit", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}",
-                     cwd=PROJECT_ROOT)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"  # where the command runs: nothing may appear there
+    elsewhere.mkdir()
+    logs = tmp_path / "logs"
+    result = run_cli("logger=mlflow", "debug=limit", "trainer.max_epochs=1", f"paths.log_dir={logs}",
+                     cwd=elsewhere)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    client = tracking.MlflowClient(tracking_uri=f"file:{tmp_path}/mlruns")
-    (run,) = client.search_runs([client.get_experiment_by_name("mnist_adder").experiment_id])
+    client = tracking.MlflowClient(tracking_uri=f"sqlite:///{logs}/mlflow.db")
+    experiment = client.get_experiment_by_name("mnist_adder")
+    assert experiment.artifact_location.endswith(f"{logs}/mlartifacts")
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "debug-limit__logger-mlflow__trainer.max_epochs-1"
     assert {"val/sum_acc", "test/sum_acc", "time/fit_seconds"} <= set(run.data.metrics)
-    assert list(tmp_path.glob("*/*/metrics.json"))  # the run folder keeps its metrics.json as always
+    assert list(logs.glob("*/*/metrics.json"))  # the run folder keeps its metrics.json as always
+    assert not list(elsewhere.iterdir())  # no mlruns/ or mlartifacts/ where the command ran

@@ -32,11 +32,7 @@ def test_a_step_that_fails_or_runs_out_of_time_is_reported_and_the_next_one_runs
 @pytest.mark.mnist
 def test_the_staged_folder_holds_the_wheels_and_mnist_and_fits(tmp_path):
     staged = gpu_stage.main(["--out", str(tmp_path)])
-    assert {name.split("-")[0] for name in staged["wheels"]} == {
-        "hydra_core",
-        "omegaconf",
-        "antlr4_python3_runtime",
-    }
+    assert {name.split("-")[0] for name in staged["wheels"]} == {"hydra_core", "omegaconf"}
     assert all(zipfile.is_zipfile(tmp_path / "wheels" / name) for name in staged["wheels"])
     assert len(list((tmp_path / "mnist").glob("*.gz"))) == 4
     assert staged["staged_mib"] + staged["tree_mib"] < 64

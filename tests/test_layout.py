@@ -13,7 +13,7 @@ from mnist_adder import PROJECT_ROOT, UserError, app
 COMMANDS = {
     f"mnist_adder.cli.{path.stem}" for path in (PROJECT_ROOT / "mnist_adder" / "cli").glob("*.py")
 } - {"mnist_adder.cli.__init__"} | {
-    f"benchmarks.{name}" for name in ("run", "scale_out", "startup", "gpu", "gpu_stage")
+    f"benchmarks.{name}" for name in ("run", "scale_out", "startup", "pruning", "gpu", "gpu_stage")
 }
 SOURCES = [
     path

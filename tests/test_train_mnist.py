@@ -87,7 +87,7 @@ def test_an_optuna_search_runs_two_tiny_trials_and_reports_the_best(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
     result = subprocess.run(
         [
-            sys.executable, "-m", "mnist_adder.cli.train", "hparams_search=optuna",
+            sys.executable, "-m", "mnist_adder.cli.train", "-m", "hparams_search=optuna",
             f"paths.log_dir={tmp_path}",
             "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
             "+trainer.limit_val_batches=2", "test=false",
@@ -95,7 +95,7 @@ def test_an_optuna_search_runs_two_tiny_trials_and_reports_the_best(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Best value:" in result.stderr + result.stdout
+    assert "Best of 2 complete trials:" in result.stderr + result.stdout
     [results] = tmp_path.glob("multirun/*/optimization_results.yaml")
     assert "model.optimizer.lr" in results.read_text()
     assert len(list(tmp_path.glob("multirun/*/*/metrics.json"))) == 2

@@ -79,9 +79,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]
     if sweep and cfg.optuna_trial is not None:  # a trial of hparams_search=optuna: its pruner may stop it
-        sweeper = HydraConfig.get().sweeper
-        pruning = OptunaPruning(sweeper.storage, sweeper.study_name, cfg.optuna_trial, cfg.optimized_metric)
-        callbacks.append(pruning)
+        sweeper = HydraConfig.get().sweeper  # the study is in its storage; the pruner is not: made here too
+        pruner = hydra.utils.instantiate(sweeper.pruner)
+        callbacks.append(OptunaPruning(sweeper.storage, sweeper.study_name, cfg.optuna_trial, pruner,
+                                       cfg.optimized_metric))  # fmt: skip
     logger = hydra.utils.instantiate(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
