@@ -159,10 +159,10 @@ def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) ->
 
 
 class OptunaPruning(L.Callback):
-    """Reports `monitor` to trial `trial` of an Optuna study after each validation, and stops the run when
-    `pruner` (the study's, which its storage does not keep) says the trial has fallen behind; the sweeper
-    (`mnist_adder.plugins`) then records the trial as pruned. `train` adds it to each job of
-    `hparams_search=optuna`."""
+    """Reports `monitor` to trial `trial` of an Optuna study after each validation, and stops the run before
+    its last epoch when `pruner` (the study's, which its storage does not keep) says the trial has fallen
+    behind; the sweeper (`mnist_adder.plugins`) then records the trial as pruned. `train` adds it to each
+    job of `hparams_search=optuna`."""
 
     def __init__(self, storage: str, study_name: str, trial: int, pruner: Any, monitor: str) -> None:
         self.storage, self.study_name, self.number, self.pruner = storage, study_name, trial, pruner
@@ -182,7 +182,9 @@ class OptunaPruning(L.Callback):
         prune = False
         if self.trial is not None:
             self.trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
-            prune = self.trial.should_prune()
+            epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else float("inf")
+            last = trainer.current_epoch + 1 >= epochs  # nothing left to save: the trial runs whole
+            prune = not last and self.trial.should_prune()
             if prune:
                 self.trial.set_user_attr(PRUNED_AT, trainer.current_epoch)
         if trainer.strategy.broadcast(prune):

@@ -84,6 +84,38 @@ class FastCNN(nn.Module):
         return self.layers(image)
 
 
+class TinyCNN(nn.Module):
+    """(B, 1, 28, 28) float32 images -> (B, 10) digit logits, in under 8,000 parameters (experiment=tiny).
+
+    3x3 conv-BN-ReLU layers of `widths` channels: two at 28 pixels, two at 14 and one at 7, with 2x2
+    max-pooling between the stages; then global average pooling, `dropout`, and a linear layer. Averaging
+    over the map, where CompactCNN keeps it, is what fits the budget. widths=(8, 12, 16, 16, 16): 7,578
+    parameters, 1.6M multiply-adds per image.
+    """
+
+    def __init__(self, widths: Sequence[int] = (8, 12, 16, 16, 16), dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(widths) != 5:
+            raise UserError(f"TinyCNN takes 5 widths (2 layers at 28 pixels, 2 at 14, 1 at 7), got {widths!r}")
+        first, second, third, fourth, fifth = widths
+        self.layers = nn.Sequential(
+            *conv_bn_relu(1, first),
+            *conv_bn_relu(first, second),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(second, third),
+            *conv_bn_relu(third, fourth),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(fourth, fifth),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(fifth, DIGIT_CLASSES),
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.layers(image)
+
+
 def check_shifts(shifts: int) -> int:
     """`shifts` if it is a valid number of pixels for `ShiftAverage`, else `UserError`."""
     if type(shifts) is not int or not 0 <= shifts < IMAGE_SHAPE[-1] // 2:

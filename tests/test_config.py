@@ -58,6 +58,10 @@ def test_the_records_recipes_keep_their_budgets(tmp_path):
     assert best.hparams.test_time_shifts == 1  # what was chosen on validation is what is tested
     speedrun = compose_train(tmp_path, "experiment=speedrun")
     assert speedrun.trainer.max_epochs == 1 and speedrun.data.augment is None
+    tiny_cfg = compose_train(tmp_path, "experiment=tiny")
+    tiny = hydra.utils.instantiate(tiny_cfg.model)
+    trainable = sum(p.numel() for p in tiny.parameters() if p.requires_grad)  # the sum head included
+    assert trainable <= 8_000 and tiny_cfg.trainer.max_epochs <= 15  # the course's budget
 
 
 def test_a_model_given_data_it_cannot_read_is_one_clear_error(tmp_path):
