@@ -96,7 +96,7 @@ class TinyCNN(nn.Module):
     def __init__(self, widths: Sequence[int] = (8, 12, 16, 16, 16), dropout: float = 0.0) -> None:
         super().__init__()
         if len(widths) != 5:
-            raise UserError(f"TinyCNN takes 5 widths (2 layers at 28 pixels, 2 at 14, 1 at 7), got {widths!r}")
+            raise UserError(f"TinyCNN takes 5 widths (2 layers at 28 pixels, 2 at 14, 1 at 7): {widths!r}")
         first, second, third, fourth, fifth = widths
         self.layers = nn.Sequential(
             *conv_bn_relu(1, first),
