@@ -116,25 +116,6 @@ class TinyCNN(nn.Module):
         return self.layers(image)
 
 
-class ValidTinyCNN(nn.Module):
-    """Trial: unpadded convs, a 1x1 transition (the course's layout)."""
-
-    def __init__(self, dropout: float = 0.0, widths: Sequence[int] = (8, 16, 8, 16, 16, 16)) -> None:
-        super().__init__()
-        a, b, t, c, d, e = widths
-
-        def conv(i, o, k=3):
-            return [nn.Conv2d(i, o, k, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-
-        self.layers = nn.Sequential(
-            *conv(1, a), *conv(a, b), nn.MaxPool2d(2), *conv(b, t, 1), *conv(t, c), *conv(c, d), *conv(d, e),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(e, DIGIT_CLASSES),
-        )
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.layers(image)
-
-
 def check_shifts(shifts: int) -> int:
     """`shifts` if it is a valid number of pixels for `ShiftAverage`, else `UserError`."""
     if type(shifts) is not int or not 0 <= shifts < IMAGE_SHAPE[-1] // 2:
