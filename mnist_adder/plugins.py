@@ -79,7 +79,9 @@ if optuna_sweeper is not None:
 
     class StudySweep(_impl.OptunaSweeperImpl):
         """The sweep loop: ask the study for `n_jobs` trials, launch them as jobs (each told its trial number
-        in `optuna_trial`), and tell the study how each ended, until it holds `n_trials` finished trials."""
+        in `optuna_trial`), and tell the study how each ended, until it holds `n_trials` finished trials.
+        Upstream's loop, which tells every job complete or failed and asks for `n_trials` more on every
+        start, is replaced whole; a failed job stops the sweep with its error (`max_failure_rate` 0)."""
 
         def __init__(self, pruner: Any, **settings: Any) -> None:
             super().__init__(**settings)
