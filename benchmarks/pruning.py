@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import optuna
-import yaml
 
 from benchmarks.timing import write_report
 from mnist_adder import PROJECT_ROOT
 from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table
+from mnist_adder.tables import markdown_table, metrics_of, overrides_of
 
 OUT_DIR = Path(__file__).resolve().parent
 QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
@@ -33,9 +32,8 @@ def trial_metrics(log_dir: Path) -> dict[int, dict]:
     """Each job's metrics.json, by the trial its overrides name."""
     metrics = {}
     for path in log_dir.glob("multirun/*/*/metrics.json"):
-        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
-        (trial,) = [int(o.split("=")[1]) for o in overrides if o.startswith("optuna_trial=")]
-        metrics[trial] = yaml.safe_load(path.read_text())
+        (trial,) = [int(o.split("=")[1]) for o in overrides_of(path.parent) if o.startswith("optuna_trial=")]
+        metrics[trial] = metrics_of(path.parent)
     return metrics
 
 
