@@ -21,20 +21,11 @@ import optuna
 from benchmarks.timing import write_report
 from mnist_adder import PROJECT_ROOT
 from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table, metrics_of, overrides_of
+from mnist_adder.tables import markdown_table, metrics_of, runs_by
 
 OUT_DIR = Path(__file__).resolve().parent
 QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
          "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.1"]  # every trial pruned
-
-
-def trial_metrics(log_dir: Path) -> dict[int, dict]:
-    """Each job's metrics.json, by the trial its overrides name."""
-    metrics = {}
-    for path in log_dir.glob("multirun/*/*/metrics.json"):
-        (trial,) = [int(o.split("=")[1]) for o in overrides_of(path.parent) if o.startswith("optuna_trial=")]
-        metrics[trial] = metrics_of(path.parent)
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         storage = f"sqlite:///{log_dir}/optuna.db"
         (summary,) = optuna.get_all_study_summaries(storage=storage)
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        metrics = trial_metrics(Path(log_dir))
+        jobs = runs_by(Path(log_dir), "optuna_trial")
+        metrics = {int(trial): metrics_of(run) for trial, run in jobs.items()}
     rows = []
     for trial in study.trials:
         ran = trial.user_attrs.get("pruned_at_epoch", epochs - 1) + 1

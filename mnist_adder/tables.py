@@ -31,6 +31,17 @@ def overrides_of(run_dir: Path) -> list[str]:
     return yaml.safe_load(path.read_text()) if path.is_file() else []
 
 
+def runs_by(folder: Path, key: str) -> dict[str, Path]:
+    """The run folders below `folder`, keyed by the value their overrides give `key` (e.g. the seed or the
+    Optuna trial of each job of a sweep); folders that do not set it are left out."""
+    runs = {}
+    for path in folder.rglob(".hydra/overrides.yaml"):
+        for override in overrides_of(path.parent.parent):
+            if override.startswith(f"{key}="):
+                runs[override.removeprefix(f"{key}=")] = path.parent.parent
+    return runs
+
+
 def metrics_of(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 

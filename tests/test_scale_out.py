@@ -18,6 +18,7 @@ import yaml
 from hydra import compose, initialize
 
 from mnist_adder import PROJECT_ROOT
+from mnist_adder.tables import runs_by
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.mnist
@@ -124,12 +125,7 @@ def test_ddp_inside_a_sweep_runs_each_job_once_in_one_sweep_folder(tmp_path):
 
 def jobs_by_seed(sweep: Path) -> dict[int, Path]:
     """The job folders of a sweep over `seed`, found by their overrides (a long name is cut to a hash)."""
-    jobs = {}
-    for path in sweep.glob("*/.hydra/overrides.yaml"):
-        overrides = yaml.safe_load(path.read_text())
-        (seed,) = [int(o.removeprefix("seed=")) for o in overrides if o.startswith("seed=")]
-        jobs[seed] = path.parent.parent
-    return jobs
+    return {int(seed): run for seed, run in runs_by(sweep, "seed").items()}
 
 
 def test_a_sweep_killed_mid_job_is_finished_in_its_own_folder(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from mnist_adder.tables import runs_by
 from tests.conftest import free_port
 from tests.test_scale_out import finish, start, train
 
@@ -32,12 +32,7 @@ def the_study(log_dir: Path) -> optuna.Study:
 
 def trial_folders(log_dir: Path) -> dict[int, Path]:
     """Each job's folder, by the trial its overrides name."""
-    folders = {}
-    for path in log_dir.glob("multirun/*/*/.hydra/overrides.yaml"):
-        overrides = yaml.safe_load(path.read_text())
-        (trial,) = [int(o.split("=")[1]) for o in overrides if o.startswith("optuna_trial=")]
-        folders[trial] = path.parent.parent
-    return folders
+    return {int(trial): run for trial, run in runs_by(log_dir, "optuna_trial").items()}
 
 
 @pytest.mark.mnist
