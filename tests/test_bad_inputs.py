@@ -63,6 +63,11 @@ TRAIN = {  # case: (overrides, the start of the first stderr line)
     "nothing to resume": (["ckpt_path=last"], "error: ckpt_path=last: no run under"),
     "test-time shifts too far": (["model.test_time_shifts=20"], "error: test_time_shifts must be 0 (none)"),
     "unknown digit input": (["model.sum_head.digit_input=pixels"], "error: model.sum_head.digit_input must"),
+    "a search without -m": (  # the command it offers is the guide's, composed by test_readme.py
+        ["hparams_search=optuna"],
+        "error: hparams_search=optuna is a sweep: add -m, as in python -m mnist_adder.cli.train -m "
+        "hparams_search=optuna",
+    ),
 }
 EVAL = {
     "no checkpoint given": ([], "error: Missing mandatory value: ckpt_path"),
