@@ -20,11 +20,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mnist_adder import UserError
-from mnist_adder.carry import MAX_NUM_DIGITS, number_of
+from mnist_adder.carry import add
 from mnist_adder.data import MNISTDataModule
 from mnist_adder.mnist import check_images, normalise
 
-# A batch of MNIST addition: images (B, 2N, 1, 28, 28) float32, their digits (B, 2N) and sums (B,) int64.
+# A batch of MNIST addition: images (B, 2N, 1, 28, 28) float32, their digits (B, 2N) and the digits of the
+# sums (B, N + 1) int64, most significant first (a sum of 100-digit numbers does not fit in an int64).
 AdditionBatch = tuple[Tensor, Tensor, Tensor]
 
 
@@ -32,8 +33,9 @@ class AdditionSums(Dataset):
     """Sums of two `num_digits`-digit numbers written in MNIST images, grouped once by `seed`.
 
     A sample is `(images, digits, total)`: images (2N, 1, 28, 28) float32 normalised, a's digits then b's,
-    each most significant first; their digits (2N,) int64, for scoring at test time only; and
-    total = a + b, () int64, the only label training reads. Images left over (fewer than 2N) are unused.
+    each most significant first; their digits (2N,) int64, for scoring at test time only; and the digits
+    of total = a + b, (N + 1,) int64, the only label training reads. Images left over (fewer than 2N) are
+    unused.
     Indexing with a list of indices returns a whole batch (`__getitems__`), as `PairedDigits` does.
     """
 
@@ -43,7 +45,7 @@ class AdditionSums(Dataset):
         order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed)).to(digits.device)
         self.groups = order[: len(order) // (2 * num_digits) * 2 * num_digits].view(-1, 2 * num_digits)
         self.digits = digits.long()[self.groups]  # (samples, 2N)
-        self.totals = number_of(self.digits[:, :num_digits]) + number_of(self.digits[:, num_digits:])
+        self.totals = add(self.digits[:, :num_digits], self.digits[:, num_digits:])  # (samples, N + 1)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -58,7 +60,7 @@ class AdditionSums(Dataset):
 
 
 class MNISTAdditionDataModule(MNISTDataModule):
-    """MNIST addition with `num_digits`-digit numbers (1..18), the field's protocol (see the module doc).
+    """MNIST addition with `num_digits`-digit numbers, the field's protocol (see the module doc).
 
     `batch_size` counts images, as for the adder task, so that every N takes the same number of steps per
     epoch: a batch holds batch_size // 2N sums (at least one). `val_size` images may be split off the
@@ -78,8 +80,8 @@ class MNISTAdditionDataModule(MNISTDataModule):
         augment: dict[str, float] | None = None,
         on_device: bool = False,
     ) -> None:
-        if type(num_digits) is not int or not 1 <= num_digits <= MAX_NUM_DIGITS:
-            raise UserError(f"data.num_digits must be an integer in 1..{MAX_NUM_DIGITS}, got {num_digits!r}")
+        if type(num_digits) is not int or num_digits < 1:
+            raise UserError(f"data.num_digits must be a positive integer, got {num_digits!r}")
         super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment, on_device)
 
     @property
@@ -88,4 +90,10 @@ class MNISTAdditionDataModule(MNISTDataModule):
 
     def make_dataset(self, images: Tensor, digits: Tensor, split: str) -> AdditionSums:
         seed = self.hparams.seed if split == "train" else self.hparams.eval_seed
-        return AdditionSums(images, digits, self.hparams.num_digits, seed)
+        sums = AdditionSums(images, digits, self.hparams.num_digits, seed)
+        if len(digits) and not len(sums):
+            raise UserError(
+                f"data.num_digits={self.hparams.num_digits} makes no sum of the {len(digits)} {split} "
+                f"images: each sum reads {2 * self.hparams.num_digits}"
+            )
+        return sums

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from mnist_adder.addition_data import AdditionBatch
-from mnist_adder.carry import number_of, sum_log_likelihood
+from mnist_adder.carry import add, most_likely_sum, sum_log_likelihood
 from mnist_adder.mnist import IMAGE_SHAPE
 from mnist_adder.module import TaskModule, stage_metrics
 from mnist_adder.nets import build
@@ -23,10 +23,10 @@ class MNISTAdditionModule(TaskModule):
     """Learns digits from sums alone: (B, 2N, 1, 28, 28) images of two N-digit numbers -> digit logits.
 
     loss = -log P(a + b = total), exact, with the digit distributions the backbone reads (see
-    `mnist_adder.carry.sum_log_likelihood`). The predicted sum is the sum of the most likely digits:
-    `sum_acc` counts a sample right if that equals the true sum. `digit_acc` scores every image's most
-    likely digit against the hidden labels, at test time only. N comes from the batch, so one model
-    reads numbers of any length.
+    `mnist_adder.carry.sum_log_likelihood`). `sum_acc` scores the sum of the most likely digits, the
+    field's prediction; in validation and test `most_likely_sum_acc` scores the most likely sum
+    (`mnist_adder.carry.most_likely_sum`). `digit_acc` scores every image's most likely digit against the
+    hidden labels, at test time only. N comes from the batch, so one model reads numbers of any length.
 
     Args:
         backbone: a Hydra spec of the digit backbone, e.g. `{"_target_": "mnist_adder.nets.CompactCNN"}`.
@@ -47,8 +47,10 @@ class MNISTAdditionModule(TaskModule):
         self.save_hyperparameters()
         self.net = build(backbone).to(memory_format=torch.channels_last)
         self.train_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=False)
-        self.val_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=True)
-        self.test_metrics = stage_metrics(["loss"], ["sum_acc", "digit_acc"], evaluation=True)
+        self.val_metrics = stage_metrics(["loss"], ["sum_acc", "most_likely_sum_acc"], evaluation=True)
+        self.test_metrics = stage_metrics(
+            ["loss"], ["sum_acc", "most_likely_sum_acc", "digit_acc"], evaluation=True
+        )
         self.example_input_array = (torch.zeros(1, 2, *IMAGE_SHAPE),)  # one sum of two 1-digit numbers
 
     def forward(self, images: Tensor) -> Tensor:
@@ -62,14 +64,16 @@ class MNISTAdditionModule(TaskModule):
         log_p_a, log_p_b = log_probs.chunk(2, dim=1)
         loss = -sum_log_likelihood(log_p_a, log_p_b, total).mean()
         predicted = log_probs.argmax(dim=-1).detach()
-        predicted_a, predicted_b = predicted.chunk(2, dim=1)
-        predicted_total = number_of(predicted_a) + number_of(predicted_b)
+        predicted_total = add(*predicted.chunk(2, dim=1))
 
         metrics = getattr(self, f"{stage}_metrics")
         metrics["loss"].update(loss.detach(), weight=len(images))
-        metrics["sum_acc"].update((predicted_total == total).float())
+        metrics["sum_acc"].update((predicted_total == total).all(dim=1).float())
+        if "most_likely_sum_acc" in metrics:
+            best = most_likely_sum(log_p_a.detach(), log_p_b.detach())
+            metrics["most_likely_sum_acc"].update((best == total).all(dim=1).float())
         if "digit_acc" in metrics:  # the hidden labels, read at test time only
             metrics["digit_acc"].update((predicted == digits).float())
         if "samples" in metrics:
             metrics["samples"].update(len(images))
-        return {"loss": loss, "sum_pred": predicted_total}
+        return {"loss": loss, "sum_pred": predicted_total, "log_probs": log_probs.detach()}

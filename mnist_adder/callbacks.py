@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -10,12 +11,14 @@ from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_adder.carry import digit_posteriors
 from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
 from mnist_adder.plugins import PRUNED_AT
 
@@ -189,3 +192,38 @@ class OptunaPruning(L.Callback):
                 self.trial.set_user_attr(PRUNED_AT, trainer.current_epoch)
         if trainer.strategy.broadcast(prune):
             trainer.should_stop = True
+
+
+class CarrySignal(L.Callback):
+    """Where an MNIST-addition net learns from: how much a sum tells it about each image, by the image's
+    position in its number, logged every `every_n_steps` training steps as `carry_signal/positions_<band>`.
+
+    The measure is the total-variation distance between the net's distribution of an image's digit and
+    that digit's posterior given the sum (`mnist_adder.carry.digit_posteriors`): the size of the gradient
+    the image's logits get (prior - posterior), 0 where the sum says nothing new. `bands` cut the positions,
+    counted from the most significant: `[1, 2, 5, 20]` gives positions 1, 2, 3-5, 6-20 and 21-N.
+    No digit label is read.
+    """
+
+    def __init__(self, every_n_steps: int = 10, bands: list[int] | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.bands = bands or [1, 2, 5, 20]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        step = trainer.global_step - 1  # the step just taken; its signal was read before the update
+        if step % self.every_n_steps or not trainer.loggers:
+            return
+        log_probs = outputs["log_probs"].float()  # (B, 2N, 10)
+        posterior = torch.cat(digit_posteriors(*log_probs.chunk(2, dim=1), batch[2]), dim=1)
+        distance = (posterior - log_probs.exp()).abs().sum(dim=-1) / 2  # (B, 2N)
+        by_position = distance.view(len(distance), 2, -1).mean(dim=(0, 1))  # (N,): a's and b's digits
+        num_digits = len(by_position)
+        edges = [0, *(edge for edge in self.bands if edge < num_digits), num_digits]
+        metrics = {
+            f"carry_signal/positions_{start + 1}" + (f"-{stop}" if stop > start + 1 else ""):
+                float(by_position[start:stop].mean())
+            for start, stop in itertools.pairwise(edges)
+        }  # fmt: skip
+        for logger in trainer.loggers:  # every n steps, whatever the trainer's log_every_n_steps
+            logger.log_metrics(metrics, step=step)

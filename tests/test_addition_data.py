@@ -5,7 +5,7 @@ import torch
 
 from mnist_adder import UserError
 from mnist_adder.addition_data import AdditionSums, MNISTAdditionDataModule
-from mnist_adder.carry import number_of
+from mnist_adder.carry import add
 from tests.conftest import synthetic_mnist
 
 
@@ -15,8 +15,8 @@ def test_samples_are_two_numbers_in_images_and_their_sum():
     assert len(dataset) == 100 // 6  # every sum reads 6 images; 4 are left over
     image, sample_digits, total = dataset[2]
     assert image.shape == (6, 1, 28, 28) and image.dtype == torch.float32
-    assert sample_digits.shape == (6,) and total.shape == () and total.dtype == torch.int64
-    assert total == number_of(sample_digits[None, :3]) + number_of(sample_digits[None, 3:])
+    assert sample_digits.shape == (6,) and total.shape == (4,) and total.dtype == torch.int64
+    assert torch.equal(total, add(sample_digits[None, :3], sample_digits[None, 3:])[0])
     used = dataset.groups.flatten()
     assert len(used.unique()) == len(used) == 96  # each image at most once
     assert torch.equal(sample_digits, digits[dataset.groups[2]])
@@ -35,10 +35,16 @@ def test_datamodule_batches_count_images_and_split_nothing_off_by_default(fake_m
     assert len(datamodule.train_set) == 600 // 4 and len(datamodule.val_set) == 0
     assert len(datamodule.test_set) == 200 // 4 and datamodule.val_dataloader() == []
     images, digits, total = next(iter(datamodule.train_dataloader()))
-    assert images.shape == (16, 4, 1, 28, 28) and total.shape == (16,)
+    assert images.shape == (16, 4, 1, 28, 28) and total.shape == (16, 3)
 
 
 def test_bad_number_lengths_are_rejected():
-    for bad in (0, 19, 2.5):
-        with pytest.raises(UserError, match="data.num_digits must be an integer in 1..18"):
+    for bad in (0, -1, 2.5):
+        with pytest.raises(UserError, match="data.num_digits must be a positive integer"):
             MNISTAdditionDataModule(num_digits=bad)
+
+
+def test_numbers_too_long_for_a_split_are_rejected(fake_mnist):
+    datamodule = MNISTAdditionDataModule(num_digits=200)  # 400 images a sum; the fake test split has 200
+    with pytest.raises(UserError, match="data.num_digits=200 makes no sum of the 200 test images"):
+        datamodule.setup("test")

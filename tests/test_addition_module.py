@@ -1,8 +1,10 @@
 """The MNIST-addition module: sum-only training of a digit reader, composed from the real config."""
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_adder.addition_module import MNISTAdditionModule
+from mnist_adder.carry import add, digits_of
 from mnist_adder.checkpoints import load_module
 from mnist_adder.cli.eval import evaluate
 from mnist_adder.cli.train import next_steps, train
@@ -13,7 +15,7 @@ BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
 
 def test_training_never_reads_digit_labels():
     module = MNISTAdditionModule(BACKBONE)
-    images, total = torch.randn(4, 4, 1, 28, 28), torch.tensor([3, 150, 99, 0])
+    images, total = torch.randn(4, 4, 1, 28, 28), digits_of(torch.tensor([3, 150, 99, 0]), 3)
     losses = [
         module.model_step((images, digits, total), "train")["loss"]
         for digits in (torch.zeros(4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.long))
@@ -26,8 +28,9 @@ def test_predicted_sum_is_the_sum_of_the_most_likely_digits():
     images = torch.randn(2, 4, 1, 28, 28)
     digits = module(images).argmax(dim=-1)
     expected = digits[:, 0] * 10 + digits[:, 1] + digits[:, 2] * 10 + digits[:, 3]
-    step = module.model_step((images, digits, expected), "test")
-    assert torch.equal(step["sum_pred"], expected)
+    step = module.model_step((images, digits, digits_of(expected, 3)), "test")
+    assert torch.equal(step["sum_pred"], add(digits[:, :2], digits[:, 2:]))
+    assert torch.equal(step["sum_pred"], digits_of(expected, 3))
     assert module.test_metrics["sum_acc"].compute() == 1 and module.test_metrics["digit_acc"].compute() == 1
 
 
@@ -39,6 +42,8 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     metrics = train(cfg)
     assert metrics["test/digit_acc"] >= 0.6  # chance: 0.1; no digit label was read
     assert "val/sum_acc" not in metrics  # the protocol's: no validation, the last epoch is tested
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert {"carry_signal/positions_1", "carry_signal/positions_2"} <= set(events.Tags()["scalars"])
     checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
     assert isinstance(load_module(str(checkpoint)), MNISTAdditionModule)
     metrics = evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))  # its data, from the file
