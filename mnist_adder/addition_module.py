@@ -16,7 +16,7 @@ from mnist_adder.addition_data import AdditionBatch
 from mnist_adder.carry import add, most_likely_sum, sum_log_likelihood
 from mnist_adder.mnist import IMAGE_SHAPE
 from mnist_adder.module import TaskModule, stage_metrics
-from mnist_adder.nets import build
+from mnist_adder.nets import ShiftAverage, build
 
 
 class MNISTAdditionModule(TaskModule):
@@ -30,7 +30,7 @@ class MNISTAdditionModule(TaskModule):
 
     Args:
         backbone: a Hydra spec of the digit backbone, e.g. `{"_target_": "mnist_adder.nets.CompactCNN"}`.
-        optimizer, scheduler, compile: as for `mnist_adder.module.DigitPlusNumberModule`.
+        optimizer, scheduler, compile, test_time_shifts: as for `mnist_adder.module.DigitPlusNumberModule`.
     """
 
     datamodule_target = "mnist_adder.addition_data.MNISTAdditionDataModule"
@@ -42,10 +42,11 @@ class MNISTAdditionModule(TaskModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
+        test_time_shifts: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build(backbone).to(memory_format=torch.channels_last)
+        self.net = ShiftAverage(build(backbone), test_time_shifts).to(memory_format=torch.channels_last)
         self.train_metrics = stage_metrics(["loss"], ["sum_acc"], evaluation=False)
         self.val_metrics = stage_metrics(["loss"], ["sum_acc", "most_likely_sum_acc"], evaluation=True)
         self.test_metrics = stage_metrics(

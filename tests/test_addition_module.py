@@ -38,6 +38,7 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     cfg = compose_train(
         tmp_path, "experiment=mnist_addition", "data.num_digits=2", "data.batch_size=32", "trainer=cpu",
         "trainer.max_epochs=4", "model.backbone.width=4", "model.optimizer.lr=0.01", "data.augment=null",
+        "callbacks.ema=null",  # an average over 1,000 steps would still be the random weights after 76
     )  # fmt: skip
     metrics = train(cfg)
     assert metrics["test/digit_acc"] >= 0.6  # chance: 0.1; no digit label was read
@@ -48,6 +49,15 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert isinstance(load_module(str(checkpoint)), MNISTAdditionModule)
     metrics = evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))  # its data, from the file
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
+
+
+def test_a_checkpoint_saved_before_test_time_shifts_still_loads():
+    module = MNISTAdditionModule(BACKBONE, test_time_shifts=1)
+    before = {key.replace("net.net.", "net.", 1): value for key, value in module.state_dict().items()}
+    assert "net.layers.0.weight" in before  # the bare backbone's keys, as older checkpoints hold them
+    again = MNISTAdditionModule(BACKBONE, test_time_shifts=1)
+    again.load_state_dict(before)
+    assert all(torch.equal(value, again.state_dict()[key]) for key, value in module.state_dict().items())
 
 
 def test_the_final_table_evaluates_the_checkpoint_alone_and_offers_no_image_and_number_predict(tmp_path):

@@ -27,9 +27,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"split must be test or val, got {cfg.split}")
     model = load_module(cfg.ckpt_path)
     if cfg.test_time_shifts is not None:
-        if not isinstance(getattr(model.net, "backbone", None), ShiftAverage):
+        shifters = [module for module in model.modules() if isinstance(module, ShiftAverage)]
+        if not shifters:
             raise UserError(f"test_time_shifts: {type(model).__name__} has no test-time augmentation")
-        model.net.backbone.shifts = check_shifts(cfg.test_time_shifts)
+        for shifter in shifters:
+            shifter.shifts = check_shifts(cfg.test_time_shifts)
     module, _, name = model.datamodule_target.rpartition(".")
     data_class = getattr(importlib.import_module(module), name)
     datamodule = data_class(**{**model.datamodule_settings, "data_dir": cfg.paths.data_dir})
