@@ -46,6 +46,16 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def scalars_of(run_dir: Path, tag: str) -> dict[int, float]:
+    """step -> value of the scalar `tag` that a run logged to TensorBoard (all event files in its folder)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0}).Reload()  # 0: keep every point
+    if tag not in events.Tags()[SCALARS]:
+        return {}
+    return {event.step: event.value for event in events.Scalars(tag)}
+
+
 def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0, digits: int = 2) -> str:
     """`key`'s mean ± sample standard deviation over runs, times `scale`; the value alone for one run."""
     values = [run[key] * scale for run in runs if key in run]

@@ -1,10 +1,13 @@
 """Collect finished runs into a Markdown table: mean ± std over seeds of their final test metrics.
 
     python -m mnist_adder.cli.results lightning_logs/multirun/2026-11-22_07-00-00 [more folders ...]
+    python -m mnist_adder.cli.results lightning_logs/multirun/2026-11-22_07-00-00 --curve train/sum_acc
 
 Every run folder below the given ones that holds a `metrics.json` (written by `mnist_adder.cli.train`) is a
 row's sample; runs whose Hydra overrides differ only in `seed=` share a row. A last line says when, on
-what hardware and at which commit they ran (their run.json).
+what hardware and at which commit they ran (their run.json). With `--curve`, each group's learning
+curves instead: the TensorBoard scalars named, mean ± std over seeds, at up to `--rows` of the steps they
+were logged at (up to `--until`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mnist_adder import UserError
-from mnist_adder.tables import markdown_table, mean_std, metrics_of, provenance, run_groups
+from mnist_adder.tables import markdown_table, mean_std, metrics_of, provenance, run_groups, scalars_of
 
 COLUMNS = [  # header, metrics.json key, scale, decimals
     ("test digit acc %", "test/digit_acc", 100, 2),
@@ -34,17 +37,43 @@ def table(groups: dict[str, list[dict[str, float]]]) -> str:
     return markdown_table(header, rows)
 
 
+def curves(runs: list[Path], tags: list[str], rows: int, until: int | None) -> str:
+    """One table: a row per step, a column per tag, mean ± std over the runs that logged it there."""
+    logged = {tag: [scalars_of(run, tag) for run in runs] for tag in tags}
+    steps = sorted({step for by_run in logged.values() for scalars in by_run for step in scalars})
+    steps = [step for step in steps if until is None or step <= until]
+    if not steps:
+        raise UserError(f"none of the runs logged {', '.join(tags)} to TensorBoard (e.g. train/loss)")
+    if len(steps) > rows:  # evenly spaced, the first and the last kept
+        steps = [steps[round(i * (len(steps) - 1) / (rows - 1))] for i in range(rows)]
+    table = [
+        [step, *(mean_std([{tag: s[step]} for s in logged[tag] if step in s], tag, 1, 4) for tag in tags)]
+        for step in steps
+    ]
+    return markdown_table(["step", *tags], table)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders to search")
+    parser.add_argument("--curve", nargs="+", metavar="TAG", help="TensorBoard scalars to show over steps")
+    parser.add_argument("--rows", type=int, default=20, help="steps shown per curve (default 20)")
+    parser.add_argument("--until", type=int, metavar="STEP", help="the last step shown")
     args = parser.parse_args(argv)
+    if args.rows < 2:
+        sys.exit(f"error: --rows must be at least 2, got {args.rows}")
     try:
         groups = run_groups(args.folders)
+        if args.curve:
+            for name, runs in groups.items():
+                print(f"`{name}`, {len(runs)} run{'s' * (len(runs) > 1)}:\n")
+                print(curves(runs, args.curve, args.rows, args.until))
+        else:
+            print(table({name: [metrics_of(run) for run in runs] for name, runs in groups.items()}))
     except UserError as error:
         sys.exit(f"error: {error}")
-    print(table({name: [metrics_of(run) for run in runs] for name, runs in groups.items()}))
     print(provenance([run for runs in groups.values() for run in runs]))
 
 
