@@ -195,14 +195,16 @@ class OptunaPruning(L.Callback):
 
 
 class CarrySignal(L.Callback):
-    """Where an MNIST-addition net learns from: how much a sum tells it about each image, by the image's
-    position in its number, logged every `every_n_steps` training steps as `carry_signal/positions_<band>`.
+    """Where an MNIST-addition net learns from: how much each sum moves the net towards the right digits,
+    by the image's position in its number, logged every `every_n_steps` training steps as
+    `carry_signal/positions_<band>`.
 
-    The measure is the total-variation distance between the net's distribution of an image's digit and
-    that digit's posterior given the sum (`mnist_adder.carry.digit_posteriors`): the size of the gradient
-    the image's logits get (prior - posterior), 0 where the sum says nothing new. `bands` cut the positions,
-    counted from the most significant: `[1, 2, 5, 20]` gives positions 1, 2, 3-5, 6-20 and 21-N.
-    No digit label is read.
+    The measure is P(true digit | the sum) - P(true digit): the probability that the net gives an image's
+    hidden digit, after and before conditioning on the sum (`mnist_adder.carry.digit_posteriors`). The
+    posterior is what training pulls the net towards (d loss / d logits = prior - posterior), so this is
+    how much of that pull points at the truth: 0 where the sum tells nothing, negative where it misleads.
+    The hidden labels are read only to score it, after the step; the loss never sees them. `bands` cut
+    the positions, counted from the most significant: `[1, 2, 5, 20]` gives 1, 2, 3-5, 6-20 and 21-N.
     """
 
     def __init__(self, every_n_steps: int = 10, bands: list[int] | None = None) -> None:
@@ -211,13 +213,14 @@ class CarrySignal(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
-        step = trainer.global_step - 1  # the step just taken; its signal was read before the update
+        step = trainer.global_step - 1  # the step just taken; its posteriors are from before the update
         if step % self.every_n_steps or not trainer.loggers:
             return
+        _, digits, total = batch
         log_probs = outputs["log_probs"].float()  # (B, 2N, 10)
-        posterior = torch.cat(digit_posteriors(*log_probs.chunk(2, dim=1), batch[2]), dim=1)
-        distance = (posterior - log_probs.exp()).abs().sum(dim=-1) / 2  # (B, 2N)
-        by_position = distance.view(len(distance), 2, -1).mean(dim=(0, 1))  # (N,): a's and b's digits
+        posterior = torch.cat(digit_posteriors(*log_probs.chunk(2, dim=1), total), dim=1)
+        gain = (posterior - log_probs.exp()).gather(2, digits[..., None])[..., 0]  # (B, 2N)
+        by_position = gain.view(len(gain), 2, -1).mean(dim=(0, 1))  # (N,): a's and b's digits together
         num_digits = len(by_position)
         edges = [0, *(edge for edge in self.bands if edge < num_digits), num_digits]
         metrics = {
