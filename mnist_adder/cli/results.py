@@ -22,15 +22,19 @@ from mnist_adder.tables import markdown_table, mean_std, metrics_of, provenance,
 COLUMNS = [  # header, metrics.json key, scale, decimals
     ("test digit acc %", "test/digit_acc", 100, 2),
     ("test sum acc %", "test/sum_acc", 100, 2),
+    ("test most likely sum acc %", "test/most_likely_sum_acc", 100, 2),  # MNIST addition's only
     ("best val sum acc %", "val/sum_acc_best", 100, 2),
     ("fit seconds", "fit_seconds", 1, 0),
 ]
+OPTIONAL = {"test/most_likely_sum_acc"}  # shown only if a run has it
 
 
 def table(groups: dict[str, list[dict[str, float]]]) -> str:
-    header = ["overrides", "seeds", *(column[0] for column in COLUMNS), "parameters"]
+    every_run = [run for runs in groups.values() for run in runs]
+    columns = [c for c in COLUMNS if c[1] not in OPTIONAL or any(c[1] in run for run in every_run)]
+    header = ["overrides", "seeds", *(column[0] for column in columns), "parameters"]
     rows = [
-        [f"`{name}`", len(runs), *(mean_std(runs, *column[1:]) for column in COLUMNS),
+        [f"`{name}`", len(runs), *(mean_std(runs, *column[1:]) for column in columns),
          f"{int(runs[0]['parameters']):,}"]  # fmt: skip
         for name, runs in groups.items()
     ]
