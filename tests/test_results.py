@@ -53,7 +53,7 @@ def test_the_table_ends_with_when_where_and_at_which_commit(tmp_path, capsys):
     assert last == "2 runs, 2026-11-26 to 2026-11-27, on AMD EPYC, 2 cores, no GPU, at commit abc1234."
 
 
-def test_curves_give_each_steps_mean_over_seeds_from_tensorboard(tmp_path, capsys):
+def test_curves_give_each_bins_mean_over_seeds_from_tensorboard(tmp_path, capsys):
     from torch.utils.tensorboard import SummaryWriter
 
     for seed, offset in ((1, 0.0), (2, 0.2)):
@@ -64,6 +64,8 @@ def test_curves_give_each_steps_mean_over_seeds_from_tensorboard(tmp_path, capsy
     results.main([str(tmp_path), "--curve", "carry_signal/positions_1", "--rows", "3", "--until", "40"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "`experiment=mnist_addition`, 2 runs:"
-    assert lines[4:7] == ["| 0 | 0.1000 ± 0.1414 |", "| 20 | 0.3000 ± 0.1414 |", "| 40 | 0.5000 ± 0.1414 |"]
+    assert lines[4:7] == [  # bins of steps: each run's mean over the bin, then mean ± std over the runs
+        "| 0–10 | 0.1500 ± 0.1414 |", "| 20–30 | 0.3500 ± 0.1414 |", "| 40 | 0.5000 ± 0.1414 |"
+    ]
     with pytest.raises(SystemExit, match="none of the runs logged train/nothing"):
         results.main([str(tmp_path), "--curve", "train/nothing"])

@@ -6,13 +6,14 @@
 Every run folder below the given ones that holds a `metrics.json` (written by `mnist_adder.cli.train`) is a
 row's sample; runs whose Hydra overrides differ only in `seed=` share a row. A last line says when, on
 what hardware and at which commit they ran (their run.json). With `--curve`, each group's learning
-curves instead: the TensorBoard scalars named, mean ± std over seeds, at up to `--rows` of the steps they
-were logged at (up to `--until`).
+curves instead: the TensorBoard scalars named, their steps (up to `--until`) cut into `--rows` bins,
+each bin's mean, mean ± std over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -42,19 +43,26 @@ def table(groups: dict[str, list[dict[str, float]]]) -> str:
 
 
 def curves(runs: list[Path], tags: list[str], rows: int, until: int | None) -> str:
-    """One table: a row per step, a column per tag, mean ± std over the runs that logged it there."""
+    """One table: the logged steps cut into at most `rows` consecutive bins, a row per bin and a column per
+    tag: the mean over the bin of each run, then mean ± std over the runs that logged it there."""
     logged = {tag: [scalars_of(run, tag) for run in runs] for tag in tags}
     steps = sorted({step for by_run in logged.values() for scalars in by_run for step in scalars})
     steps = [step for step in steps if until is None or step <= until]
     if not steps:
         raise UserError(f"none of the runs logged {', '.join(tags)} to TensorBoard (e.g. train/loss)")
-    if len(steps) > rows:  # evenly spaced, the first and the last kept
-        steps = [steps[round(i * (len(steps) - 1) / (rows - 1))] for i in range(rows)]
+    rows = min(rows, len(steps))
+    bins = [steps[len(steps) * i // rows : len(steps) * (i + 1) // rows] for i in range(rows)]
+
+    def cell(tag: str, steps: list[int]) -> str:
+        means = [{tag: statistics.fmean(s[step] for step in steps if step in s)}
+                 for s in logged[tag] if any(step in s for step in steps)]  # fmt: skip
+        return mean_std(means, tag, 1, 4)
+
     table = [
-        [step, *(mean_std([{tag: s[step]} for s in logged[tag] if step in s], tag, 1, 4) for tag in tags)]
-        for step in steps
+        [f"{steps[0]}–{steps[-1]}" if len(steps) > 1 else steps[0], *(cell(tag, steps) for tag in tags)]
+        for steps in bins
     ]
-    return markdown_table(["step", *tags], table)
+    return markdown_table(["steps", *tags], table)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,11 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("folders", nargs="+", type=Path, help="run or multirun folders to search")
     parser.add_argument("--curve", nargs="+", metavar="TAG", help="TensorBoard scalars to show over steps")
-    parser.add_argument("--rows", type=int, default=20, help="steps shown per curve (default 20)")
+    parser.add_argument("--rows", type=int, default=20, help="bins of steps per curve (default 20)")
     parser.add_argument("--until", type=int, metavar="STEP", help="the last step shown")
     args = parser.parse_args(argv)
-    if args.rows < 2:
-        sys.exit(f"error: --rows must be at least 2, got {args.rows}")
+    if args.rows < 1:
+        sys.exit(f"error: --rows must be at least 1, got {args.rows}")
     try:
         groups = run_groups(args.folders)
         if args.curve:
