@@ -65,7 +65,7 @@ def test_curves_give_each_bins_mean_over_seeds_from_tensorboard(tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "`experiment=mnist_addition`, 2 runs:"
     assert lines[4:7] == [  # bins of steps: each run's mean over the bin, then mean ± std over the runs
-        "| 0–10 | 0.1500 ± 0.1414 |", "| 20–30 | 0.3500 ± 0.1414 |", "| 40 | 0.5000 ± 0.1414 |"
+        "| 0 | 0.1000 ± 0.1414 |", "| 10–20 | 0.2500 ± 0.1414 |", "| 30–40 | 0.4500 ± 0.1414 |"
     ]
     with pytest.raises(SystemExit, match="none of the runs logged train/nothing"):
         results.main([str(tmp_path), "--curve", "train/nothing"])
