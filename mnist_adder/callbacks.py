@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import tempfile
 import time
@@ -21,6 +22,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from mnist_adder.carry import digit_posteriors
 from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
 from mnist_adder.plugins import PRUNED_AT
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -230,3 +233,47 @@ class CarrySignal(L.Callback):
         }  # fmt: skip
         for logger in trainer.loggers:  # every n steps, whatever the trainer's log_every_n_steps
             logger.log_metrics(metrics, step=step)
+
+
+class RestartIfStuck(L.Callback):
+    """Starts the net again from new random weights when, `after_epochs` epochs after its start, its
+    training loss is still above `max_loss_per_digit` per digit of the numbers: at most `max_restarts`
+    times, in the same run, on the same data and schedule (the learning rate goes on where it was).
+
+    For long MNIST-addition numbers: from random weights only a sum's leading digits say anything
+    (`CarrySignal`), and that with the carry into them unknown, so a run can settle on reading each digit
+    one too high or one too low (1 seed of 3 at N = 100: a loss near 0.9 per digit, where runs that learn
+    are near 0.1 by their third epoch). It reads only the training loss.
+    """
+
+    def __init__(self, after_epochs: int = 3, max_loss_per_digit: float = 0.5, max_restarts: int = 2) -> None:
+        self.after_epochs, self.max_loss_per_digit = after_epochs, max_loss_per_digit
+        self.max_restarts, self.started_at, self.restarts = max_restarts, 0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = trainer.current_epoch - self.started_at == self.after_epochs
+        if not due or self.restarts >= self.max_restarts or "train/loss" not in trainer.callback_metrics:
+            return
+        num_digits = trainer.datamodule.hparams.num_digits
+        loss_per_digit = float(trainer.callback_metrics["train/loss"]) / num_digits  # the last epoch's mean
+        if loss_per_digit <= self.max_loss_per_digit:
+            return
+        for module in pl_module.net.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+        self.restarts += 1
+        self.started_at = trainer.current_epoch
+        log.warning(
+            "epoch %d: training loss %.2f per digit after %d epochs, above %.2f: the net starts again from "
+            "new random weights (restart %d of at most %d)", trainer.current_epoch, loss_per_digit,
+            self.after_epochs, self.max_loss_per_digit, self.restarts, self.max_restarts,
+        )  # fmt: skip
+        pl_module.log("restarts", float(self.restarts))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"started_at": self.started_at, "restarts": self.restarts}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.started_at, self.restarts = state_dict["started_at"], state_dict["restarts"]

@@ -42,6 +42,7 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
         tmp_path, "experiment=mnist_addition", "data.num_digits=2", "data.batch_size=32", "trainer=cpu",
         "trainer.max_epochs=4", "model.backbone.width=4", "model.optimizer.lr=0.01", "data.augment=null",
         "callbacks.ema=null",  # an average over 1,000 steps would still be the random weights after 76
+        "callbacks.restart_if_stuck=null",  # 3 epochs of 19 steps are not enough to have learnt
     )  # fmt: skip
     metrics = train(cfg)
     assert metrics["test/digit_acc"] >= 0.6  # chance: 0.1; no digit label was read
@@ -52,6 +53,19 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert isinstance(load_module(str(checkpoint)), MNISTAdditionModule)
     metrics = evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))  # its data, from the file
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
+
+
+def test_a_run_that_has_not_learnt_starts_again_from_new_weights(tmp_path, fake_mnist):
+    cfg = compose_train(
+        tmp_path, "experiment=mnist_addition", "data.num_digits=2", "data.batch_size=32", "trainer=cpu",
+        "trainer.max_epochs=3", "model.backbone.width=4", "callbacks.ema=null", "test=false",
+        "callbacks.restart_if_stuck.after_epochs=1", "callbacks.restart_if_stuck.max_loss_per_digit=0",
+        "callbacks.restart_if_stuck.max_restarts=1",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["restarts"] == 1  # after epoch 1 (no loss is 0), and no more: at most 1
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["callbacks"]["RestartIfStuck"] == {"started_at": 1, "restarts": 1}  # kept for a resume
 
 
 def test_a_checkpoint_saved_before_test_time_shifts_still_loads():
