@@ -11,7 +11,9 @@ from mnist_adder.nets import (
     LearnedSumHead,
     ReferenceCNN,
     ReferenceSumHead,
+    ShiftAverage,
     ShiftSumHead,
+    TinyCNN,
 )
 
 
@@ -36,6 +38,22 @@ def test_fast_backbone_gives_digit_logits_with_fewer_multiply_adds():
         return counter.get_total_flops() // 2
 
     assert mult_adds(fast) < mult_adds(compact) / 2
+
+
+def test_tiny_backbones_stay_under_8000_parameters_plain_or_separable():
+    plain, separable = TinyCNN(), TinyCNN((16, 24, 32, 48, 56), separable=True)
+    for net in (plain, separable):
+        assert net(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert count(plain) == 7_578 and count(separable) == 7_522
+    with pytest.raises(UserError, match="TinyCNN takes 5 widths"):
+        TinyCNN((8, 16))
+
+
+def test_shift_average_loads_the_weights_of_its_bare_net():
+    bare, wrapped = CompactCNN(width=4), ShiftAverage(CompactCNN(width=4), shifts=1)
+    wrapped.load_state_dict(bare.state_dict())
+    assert all(torch.equal(value, wrapped.net.state_dict()[key]) for key, value in bare.state_dict().items())
+    wrapped.load_state_dict(wrapped.state_dict())  # and its own
 
 
 def test_learned_sum_head_gives_19_logits_that_depend_on_the_number():
