@@ -261,6 +261,9 @@ class RestartIfStuck(L.Callback):
         for module in pl_module.net.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for tensor in pl_module.net.state_dict().values():  # every process starts from rank 0's weights
+                torch.distributed.broadcast(tensor, src=0)
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
         self.restarts += 1
