@@ -10,7 +10,6 @@ A pruned trial's whole fit is estimated from its own pace: its fit time × all e
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,8 +17,7 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.timing import write_report
-from mnist_adder import PROJECT_ROOT
+from benchmarks.timing import run_command, write_report
 from mnist_adder.provenance import machine
 from mnist_adder.tables import markdown_table, metrics_of, runs_by
 
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         command = [sys.executable, "-m", "mnist_adder.cli.train", "-m", "hparams_search=optuna", *overrides,
                    f"paths.log_dir={log_dir}"]  # fmt: skip
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, cwd=PROJECT_ROOT)
+        run_command(command)
         wall = time.perf_counter() - start
         storage = f"sqlite:///{log_dir}/optuna.db"
         (summary,) = optuna.get_all_study_summaries(storage=storage)

@@ -23,7 +23,7 @@ def train_command(*arguments: str) -> dict:
         command = [sys.executable, "-m", "mnist_adder.cli.train", *flags, *overrides]
         command.append(f"paths.log_dir={log_dir}")
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, cwd=PROJECT_ROOT)
+        run_command(command)
         wall = time.perf_counter() - start
         runs = [json.loads(path.read_text()) for path in sorted(Path(log_dir).rglob("metrics.json"))]
     return {"overrides": overrides, "wall_seconds": wall, "runs": runs}
@@ -35,3 +35,10 @@ def write_report(folder: Path, name: str, results: dict, report: str) -> None:
     (folder / f"{name}.json").write_text(json.dumps(results, indent=2))
     (folder / f"{name}.md").write_text(report)
     print(report)
+
+
+def run_command(command: list[str]) -> None:
+    """Run a command from the project root; if it fails, raise with the end of what it wrote to stderr."""
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr[-4000:]}")
