@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, "-m", "mnist_adder.cli.train"]
+TRAIN = [sys.executable, "-m", "mnist_adder.train"]
 # (name, what it measures, command, seconds allowed): in order of value.
 STEPS = [
     ("dual", "the default recipe on a GPU: accuracy and fit time",
@@ -48,8 +48,8 @@ STEPS = [
     ("gpu_tests", "the tests that skip without a GPU",
      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py",
       "-k", "gpu or ddp"], 60),
-    ("reference_sum_only", "the published sum-only reference net, 25 epochs: quoted 95.41 % sum",
-     [*TRAIN, "model=reference_sum_only", "trainer=gpu", "trainer.max_epochs=25"], 200),
+    ("reference_adder", "the published sum-only reference net, 25 epochs: quoted 95.41 % sum",
+     [*TRAIN, "model=reference_adder", "trainer=gpu", "trainer.max_epochs=25"], 200),
 ]  # fmt: skip
 QUICK = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
          "+trainer.limit_test_batches=2"]  # fmt: skip

@@ -20,7 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from mnist_adder import PROJECT_ROOT, UserError
-from mnist_adder.mnist import MNIST_SHA256, fetch_mnist
+from mnist_adder.data.mnist import MNIST_SHA256, fetch_mnist
 
 STAGE = PROJECT_ROOT / "gpu_stage"
 WHEELS = ("hydra-core", "omegaconf")

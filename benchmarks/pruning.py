@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 
 from benchmarks.timing import run_command, write_report
-from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table, metrics_of, runs_by
+from mnist_adder.runs.provenance import machine
+from mnist_adder.runs.tables import markdown_table, metrics_of, runs_by
 
 OUT_DIR = Path(__file__).resolve().parent
 QUICK = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = [f"hydra.sweeper.n_trials={trials}", f"trainer.max_epochs={epochs}", "test=false",
                  *(QUICK if args.quick else [])]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mnist_adder_bench_") as log_dir:
-        command = [sys.executable, "-m", "mnist_adder.cli.train", "-m", "hparams_search=optuna", *overrides,
+        command = [sys.executable, "-m", "mnist_adder.train", "-m", "hparams_search=optuna", *overrides,
                    f"paths.log_dir={log_dir}"]  # fmt: skip
         start = time.perf_counter()
         run_command(command)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "whole fit s": round(fit * epochs / ran, 1)})  # fmt: skip
     fit, whole = sum(row["fit s"] for row in rows), sum(row["whole fit s"] for row in rows)
     pruned = [row for row in rows if row["state"] == "pruned"]
-    results = {"command": " ".join(["python -m mnist_adder.cli.train -m hparams_search=optuna", *overrides]),
+    results = {"command": " ".join(["python -m mnist_adder.train -m hparams_search=optuna", *overrides]),
                "machine": machine(), "wall_seconds": wall, "trials": rows, "fit_seconds": fit,
                "whole_fit_seconds": whole}  # fmt: skip
     m = results["machine"]

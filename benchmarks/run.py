@@ -32,18 +32,19 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import train_command, write_report
-from mnist_adder import PROJECT_ROOT, app
-from mnist_adder.mnist import fetch_mnist, load_mnist, normalise
-from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table
+from mnist_adder import PROJECT_ROOT
+from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
+from mnist_adder.runs import app
+from mnist_adder.runs.provenance import machine
+from mnist_adder.runs.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent
 NETS = {  # name in the report -> overrides of the train config
     "dual": ["model=dual"],
-    "sum_only": ["model=sum_only"],
+    "adder": ["model=adder"],
     "speedrun": ["experiment=speedrun"],
     "reference_dual": ["model=reference_dual"],
-    "reference_sum_only": ["model=reference_sum_only"],
+    "reference_adder": ["model=reference_adder"],
 }
 
 
@@ -364,7 +365,7 @@ def time_to_99_markdown(result: dict) -> list[str]:
         m = run["metrics"]
         times = [f"{parts[key]:.1f}" for key in ("startup", "setup", "fit", "test", "to_fit_end", "whole")]
         val, test = (100 * m.get(name, float("nan")) for name in ("val/sum_acc_best", "test/sum_acc"))
-        command = f"python -m mnist_adder.cli.train {' '.join(run['overrides'])}"
+        command = f"python -m mnist_adder.train {' '.join(run['overrides'])}"
         rows.append([f"`{command}`", *times, f"{val:.2f} %", f"{test:.2f} %"])
     accuracy = statistics.median(run["test_acc"] for run in result["reference"])
     lines = [

@@ -3,7 +3,7 @@
     python -m benchmarks.scale_out            # writes benchmarks/scale_out.md and scale_out.json
     python -m benchmarks.scale_out --quick    # tiny sizes, seconds: checks that the script runs
 
-Each figure is one real `python -m mnist_adder.cli.train` command, timed from start to exit, run one after
+Each figure is one real `python -m mnist_adder.train` command, timed from start to exit, run one after
 the other so that no two compete for the cores.
 """
 
@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks.timing import train_command, write_report
-from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table
+from mnist_adder.runs.provenance import machine
+from mnist_adder.runs.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent
 
@@ -81,10 +81,10 @@ def markdown(results: dict) -> str:
         f"lightning {m['lightning']}. Written by `python -m benchmarks.scale_out`"
         + (" --quick (tiny sizes: not figures to quote)." if results["quick"] else "."),
         "",
-        f"## A 4-job sweep: `python -m mnist_adder.cli.train {sweep['command']}`",
+        f"## A 4-job sweep: `python -m mnist_adder.train {sweep['command']}`",
         "",
         markdown_table(["launcher", "wall seconds"], launchers),
-        f"## bf16 on a CPU: `python -m mnist_adder.cli.train {precision['command']} trainer.precision=...`",
+        f"## bf16 on a CPU: `python -m mnist_adder.train {precision['command']} trainer.precision=...`",
         "",
         markdown_table(["precision", "fit seconds", "wall seconds", "test digit acc %", "test sum acc %"],
                        precisions),

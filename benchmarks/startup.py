@@ -21,9 +21,9 @@ from pathlib import Path
 
 from benchmarks.timing import write_report
 from mnist_adder import PROJECT_ROOT
-from mnist_adder.checkpoints import newest_checkpoint
-from mnist_adder.provenance import machine
-from mnist_adder.tables import markdown_table
+from mnist_adder.models.checkpoints import newest_checkpoint
+from mnist_adder.runs.provenance import machine
+from mnist_adder.runs.tables import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent
 SHIPPED = newest_checkpoint(PROJECT_ROOT / "lightning_logs" / "reference")
@@ -47,7 +47,7 @@ def demo_seconds() -> float:
     command = [
         sys.executable,
         "-m",
-        "mnist_adder.cli.demo",
+        "mnist_adder.demo",
         "--checkpoint",
         str(SHIPPED),
         "--port",
@@ -86,7 +86,7 @@ def markdown(results: dict) -> str:
     shown = {
         "import torch": 'python -c "import torch"',
         "predict": "mnist-adder-predict notebooks/seven.png 3",
-        "demo": "python -m mnist_adder.cli.demo, until its page answers",
+        "demo": "python -m mnist_adder.demo, until its page answers",
     }
     rows = [
         [f"`{shown[name]}`", f"{results['median_seconds'][name]:.2f}",

@@ -1,5 +1,5 @@
 """What the benchmarks share: a train command timed as a user types it, and a report written out. (The
-hardware a figure was measured on: `mnist_adder.provenance.machine`.)"""
+hardware a figure was measured on: `mnist_adder.runs.provenance.machine`.)"""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from mnist_adder import PROJECT_ROOT
 
 
 def train_command(*arguments: str) -> dict:
-    """Run `python -m mnist_adder.cli.train ARGUMENTS` (Hydra flags such as -m first) in a fresh process,
+    """Run `python -m mnist_adder.train ARGUMENTS` (Hydra flags such as -m first) in a fresh process,
     logging into a temporary folder, and return its wall time, from before the process starts to its
     end, and the metrics.json of each run it made."""
     flags = [word for word in arguments if word == "-m"]
     overrides = [word for word in arguments if word != "-m"]
     with tempfile.TemporaryDirectory(prefix="mnist_adder_bench_") as log_dir:
-        command = [sys.executable, "-m", "mnist_adder.cli.train", *flags, *overrides]
+        command = [sys.executable, "-m", "mnist_adder.train", *flags, *overrides]
         command.append(f"paths.log_dir={log_dir}")
         start = time.perf_counter()
         run_command(command)

@@ -8,8 +8,9 @@ import torch
 from hydra import compose, initialize
 from omegaconf import DictConfig
 
-import mnist_adder.data
-from mnist_adder import PROJECT_ROOT, app
+import mnist_adder.data.datamodule
+from mnist_adder import PROJECT_ROOT
+from mnist_adder.runs import app
 
 # The best checkpoint of the reference run that ships in lightning_logs/reference/.
 (REFERENCE_CHECKPOINT,) = map(str, (PROJECT_ROOT / "lightning_logs" / "reference").rglob("epoch*.ckpt"))
@@ -48,9 +49,9 @@ def fake_mnist(monkeypatch) -> None:
 
     Their seeds differ from the pairing seeds (0), so that digits and numbers are not drawn alike.
     """
-    monkeypatch.setattr(mnist_adder.data, "fetch_mnist", lambda data_dir: None)
+    monkeypatch.setattr(mnist_adder.data.datamodule, "fetch_mnist", lambda data_dir: None)
     monkeypatch.setattr(
-        mnist_adder.data,
+        mnist_adder.data.datamodule,
         "load_mnist",
         lambda data_dir, train: synthetic_mnist(600 if train else 200, seed=10 + int(train)),
     )

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mnist_adder import UserError
-from mnist_adder.addition_data import AdditionSums, MNISTAdditionDataModule
-from mnist_adder.carry import add
+from mnist_adder.data.addition import AdditionSums, MNISTAdditionDataModule
+from mnist_adder.data.carry import add
 from tests.conftest import synthetic_mnist
 
 

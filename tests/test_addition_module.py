@@ -5,15 +5,15 @@ from types import SimpleNamespace
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_adder.addition_module import MNISTAdditionModule
-from mnist_adder.callbacks import CarrySignal
-from mnist_adder.carry import add, digits_of
-from mnist_adder.checkpoints import load_module
-from mnist_adder.cli.eval import evaluate
-from mnist_adder.cli.train import next_steps, train
+from mnist_adder.data.carry import add, digits_of
+from mnist_adder.eval import evaluate
+from mnist_adder.models.addition import MNISTAdditionModule
+from mnist_adder.models.checkpoints import load_module
+from mnist_adder.runs.callbacks import CarrySignal
+from mnist_adder.train import next_steps, train
 from tests.conftest import compose_eval, compose_train
 
-BACKBONE = {"_target_": "mnist_adder.nets.CompactCNN", "width": 8}
+BACKBONE = {"_target_": "mnist_adder.models.nets.CompactCNN", "width": 8}
 
 
 def test_training_never_reads_digit_labels():

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_adder.cli.predict import main as predict_main
-from mnist_adder.module import DigitPlusNumberModule
+from mnist_adder.models.module import DigitPlusNumberModule
+from mnist_adder.predict import main as predict_main
 from tests.test_predict import stroke_page
 
 
@@ -31,8 +31,8 @@ def files(tmp_path_factory) -> Path:
     (folder / "folder").mkdir()
     # A real checkpoint, of a narrower net than the default model=dual.
     narrow = DigitPlusNumberModule(
-        backbone={"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
-        sum_head={"_target_": "mnist_adder.nets.ExactSumHead"},
+        backbone={"_target_": "mnist_adder.models.nets.CompactCNN", "width": 8},
+        sum_head={"_target_": "mnist_adder.models.nets.ExactSumHead"},
     )
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     labels = torch.zeros(4, dtype=torch.long)
@@ -65,7 +65,7 @@ TRAIN = {  # case: (overrides, the start of the first stderr line)
     "unknown digit input": (["model.sum_head.digit_input=pixels"], "error: model.sum_head.digit_input must"),
     "a search without -m": (  # the command it offers is the guide's, composed by test_readme.py
         ["hparams_search=optuna"],
-        "error: hparams_search=optuna is a sweep: add -m, as in python -m mnist_adder.cli.train -m "
+        "error: hparams_search=optuna is a sweep: add -m, as in python -m mnist_adder.train -m "
         "hparams_search=optuna",
     ),
 }
@@ -127,7 +127,7 @@ def test_train_and_eval_refuse_bad_input(files, tmp_path, entry, case):
     before = tree(files, tmp_path)
     result = subprocess.run(
         # debug=limit keeps a case that wrongly passes short; a later override of a key wins.
-        [sys.executable, "-m", f"mnist_adder.cli.{entry}", f"paths.log_dir={logs}"]
+        [sys.executable, "-m", f"mnist_adder.{entry}", f"paths.log_dir={logs}"]
         + (["debug=limit"] if entry == "train" else [])
         + [override.format(files=files) for override in overrides],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -24,7 +24,7 @@ def test_benchmark_script_runs_and_writes_its_report(fake_mnist, tmp_path, monke
     timed = {"reference": [{"train_seconds": 10.0, "test_acc": 0.99}], "speedrun": [a_command(25)]}
     monkeypatch.setattr(run, "time_to_99", lambda args, data_dir: timed | {"default": a_command(200)})
     results = run.main(["--quick", "--out", str(tmp_path)])
-    assert set(results["nets"]) == {"dual", "sum_only", "speedrun", "reference_dual", "reference_sum_only"}
+    assert set(results["nets"]) == {"dual", "adder", "speedrun", "reference_dual", "reference_adder"}
     assert results["nets"]["reference_dual"]["parameters"] == 6_384_925
     assert results["overhead"]["ratio"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["machine"]["cores"] >= 1

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mnist_adder.carry import (
+from mnist_adder.data.carry import (
     add,
     digit_posteriors,
     digit_sum_log_probs,

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mnist_adder import UserError
-from mnist_adder.callbacks import AtomicCheckpointIO
-from mnist_adder.checkpoints import load_module, load_net, read_checkpoint
-from mnist_adder.module import DigitPlusNumberModule
+from mnist_adder.models.checkpoints import load_module, load_net, read_checkpoint
+from mnist_adder.models.module import DigitPlusNumberModule
+from mnist_adder.runs.callbacks import AtomicCheckpointIO
 from tests.test_module import NET, batch
 
 

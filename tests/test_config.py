@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mnist_adder import PROJECT_ROOT
-from mnist_adder.checkpoints import load_module
-from mnist_adder.cli.train import train
-from mnist_adder.data import MNISTDataModule
-from mnist_adder.module import DigitPlusNumberModule, TaskModule
+from mnist_adder.data.datamodule import MNISTDataModule
+from mnist_adder.models.checkpoints import load_module
+from mnist_adder.models.module import DigitPlusNumberModule, TaskModule
+from mnist_adder.train import train
 from tests.conftest import compose_train
 
 MODELS = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "model").glob("*.yaml"))
@@ -37,12 +37,12 @@ def test_every_model_and_trainer_composes_and_instantiates(tmp_path, model, trai
 
 
 def test_adder_config_trains_on_sums_alone(tmp_path):
-    assert compose_train(tmp_path, "model=sum_only").model.digit_loss_weight == 0
+    assert compose_train(tmp_path, "model=adder").model.digit_loss_weight == 0
 
 
 def test_a_sum_head_swaps_in_from_the_command_line(tmp_path):
-    cfg = compose_train(tmp_path, "model=sum_only", "model/sum_head=exact")
-    assert cfg.model.sum_head == {"_target_": "mnist_adder.nets.ExactSumHead"}
+    cfg = compose_train(tmp_path, "model=adder", "model/sum_head=exact")
+    assert cfg.model.sum_head == {"_target_": "mnist_adder.models.nets.ExactSumHead"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -86,7 +86,7 @@ def test_train_runs_end_to_end_on_synthetic_data(tmp_path, fake_mnist):
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_adder.cli.train", *args],
+        [sys.executable, "-m", "mnist_adder.train", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-import mnist_adder.data as data
+import mnist_adder.data.datamodule as data
 from mnist_adder import UserError
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
-from mnist_adder.pairing import PairedDigits
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.data.pairing import PairedDigits
 from tests.conftest import synthetic_mnist
 
 
@@ -49,7 +49,7 @@ def test_random_distortion_moves_each_image_its_own_way_and_keeps_the_background
 def test_data_kept_on_the_device_gives_the_same_batches(fake_mnist, module):
     # On a GPU, on_device keeps every split there; the batches must be those of the CPU path. Here the
     # device is the CPU, so this checks that the on-device path cuts the same samples.
-    from mnist_adder.addition_data import MNISTAdditionDataModule
+    from mnist_adder.data.addition import MNISTAdditionDataModule
 
     make = DigitPlusNumberDataModule if module == "digit_plus_number" else MNISTAdditionDataModule
     plain, kept = make(val_size=100, seed=3), make(val_size=100, seed=3, on_device=True)

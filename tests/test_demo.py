@@ -24,7 +24,7 @@ def demo_url(tmp_path):
     port = free_port()
     log = open(tmp_path / "demo.log", "w")  # noqa: SIM115  closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_adder.cli.demo", "--checkpoint", REFERENCE_CHECKPOINT,
+        [sys.executable, "-m", "mnist_adder.demo", "--checkpoint", REFERENCE_CHECKPOINT,
          "--port", str(port)],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

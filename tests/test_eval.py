@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from mnist_adder import UserError
-from mnist_adder.checkpoints import load_module
-from mnist_adder.cli.eval import evaluate
-from mnist_adder.cli.train import train
+from mnist_adder.eval import evaluate
+from mnist_adder.models.checkpoints import load_module
+from mnist_adder.train import train
 from tests.conftest import REFERENCE_CHECKPOINT, compose_eval, compose_train
 
 
 def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
     run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
-    cfg = compose_train(run_dir, "model=sum_only", "trainer.max_epochs=1", "data.val_size=100", "test=false")
+    cfg = compose_train(run_dir, "model=adder", "trainer.max_epochs=1", "data.val_size=100", "test=false")
     train(cfg)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     metrics = evaluate(compose_eval(eval_dir, f"ckpt_path={ckpt}"))  # data settings: the checkpoint's
@@ -27,7 +27,7 @@ def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_m
 def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
     text = tmp_path / "notes.ckpt"
     text.write_text("hello")
-    with pytest.raises(UserError, match="is not a checkpoint that mnist_adder.cli.train wrote"):
+    with pytest.raises(UserError, match="is not a checkpoint that mnist_adder.train wrote"):
         load_module(str(text))
     with pytest.raises(UserError, match="is not a file"):
         load_module(str(tmp_path / "missing.ckpt"))
@@ -38,7 +38,7 @@ def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "mnist_adder.cli.eval",
+            "mnist_adder.eval",
             f"ckpt_path={tmp_path}/none.ckpt",
             f"paths.log_dir={tmp_path}",
         ],
@@ -54,7 +54,7 @@ def test_eval_scores_validation_with_test_time_shifts_when_told(tmp_path, fake_m
     run_dir = tmp_path / "run"
     train(compose_train(run_dir, "trainer.max_epochs=1", "data.val_size=100", "test=false"))
     ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
-    caplog.set_level(logging.INFO, logger="mnist_adder.app")
+    caplog.set_level(logging.INFO, logger="mnist_adder.runs.app")
     caplog.clear()
     plain = evaluate(compose_eval(tmp_path / "plain", ckpt, "split=val"))
     assert "val sum acc" in caplog.text and "test sum acc" not in caplog.text  # the table names its split

@@ -17,7 +17,7 @@ def run(words: list[str]) -> subprocess.CompletedProcess:
     program = {
         "python": [sys.executable],
         "mnist-adder-predict": [shutil.which("mnist-adder-predict") or sys.executable, *(
-            [] if shutil.which("mnist-adder-predict") else ["-m", "mnist_adder.cli.predict"])],
+            [] if shutil.which("mnist-adder-predict") else ["-m", "mnist_adder.predict"])],
         "tensorboard": [sys.executable, "-m", "tensorboard.main"],
     }[words[0]]  # fmt: skip
     return subprocess.run(
@@ -32,7 +32,7 @@ def test_the_final_table_prints_commands_that_work_as_pasted(tmp_path):
         "trainer.max_epochs=1",
         "data.holdout_pairs=[[3,4]]",
     ]
-    trained = run(["python", "-m", "mnist_adder.cli.train", *overrides])
+    trained = run(["python", "-m", "mnist_adder.train", *overrides])
     assert trained.returncode == 0, trained.stderr[-3000:]
     table = trained.stdout + trained.stderr
     commands = dict(re.findall(r"^ +(evaluate|predict|curves|resume)  (.+)$", table, flags=re.MULTILINE))

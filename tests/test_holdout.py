@@ -3,17 +3,16 @@
 import pytest
 import torch
 
-from mnist_adder import UserError
-from mnist_adder.cli import holdout
-from mnist_adder.cli.train import train
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.module import DigitPlusNumberModule
-from mnist_adder.pairing import holdout_mask, pair_numbers
+from mnist_adder import UserError, holdout
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.pairing import holdout_mask, pair_numbers
+from mnist_adder.models.module import DigitPlusNumberModule
+from mnist_adder.train import train
 from tests.conftest import compose_train
 
 NET = {
-    "backbone": {"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
-    "sum_head": {"_target_": "mnist_adder.nets.ExactSumHead"},
+    "backbone": {"_target_": "mnist_adder.models.nets.CompactCNN", "width": 8},
+    "sum_head": {"_target_": "mnist_adder.models.nets.ExactSumHead"},
 }
 
 

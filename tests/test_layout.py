@@ -8,13 +8,15 @@ import sys
 
 import pytest
 
-from mnist_adder import PROJECT_ROOT, UserError, app
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.runs import app
 
-COMMANDS = {
-    f"mnist_adder.cli.{path.stem}" for path in (PROJECT_ROOT / "mnist_adder" / "cli").glob("*.py")
-} - {"mnist_adder.cli.__init__"} | {
+PACKAGE = PROJECT_ROOT / "mnist_adder"
+# A module at the package top is a command (python -m mnist_adder.<name>); the library is in sub-packages.
+COMMANDS = {f"mnist_adder.{path.stem}" for path in PACKAGE.glob("*.py") if path.name != "__init__.py"} | {
     f"benchmarks.{name}" for name in ("run", "scale_out", "startup", "pruning", "gpu", "gpu_stage")
 }
+LIBRARY = ("data", "models", "runs")
 SOURCES = [
     path
     for folder in ("mnist_adder", "benchmarks")
@@ -39,7 +41,7 @@ def imported(path) -> set[str]:
 
 
 def test_the_list_of_commands_is_real():
-    assert {"mnist_adder.cli.train", "mnist_adder.cli.eval", "benchmarks.run"} <= COMMANDS
+    assert {"mnist_adder.train", "mnist_adder.eval", "benchmarks.run"} <= COMMANDS
     assert {module_name(path) for path in SOURCES} >= COMMANDS
 
 
@@ -53,10 +55,53 @@ def test_no_module_imports_a_command():
     assert not offenders
 
 
+def test_the_package_top_holds_the_commands_and_the_library_is_in_its_sub_packages():
+    sub_packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert sub_packages == set(LIBRARY)
+    for path in PACKAGE.glob("*.py"):
+        if path.name != "__init__.py":
+            source = path.read_text()
+            assert "def main(" in source and 'if __name__ == "__main__":' in source, path.name
+    for package in LIBRARY:
+        for path in (PACKAGE / package).rglob("*.py"):
+            assert 'if __name__ == "__main__":' not in path.read_text(), f"{package}/{path.name} is a command"
+
+
+def test_the_console_scripts_are_the_commands_at_the_package_top():
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    scripts = pyproject.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    targets = re.findall(r'= "([\w.]+):main"', scripts)
+    assert targets and set(targets) <= COMMANDS
+
+
+def test_data_is_below_models_and_runs_and_those_two_never_import_each_other():
+    allowed = {"data": {"data"}, "models": {"data", "models"}, "runs": {"data", "runs"}}
+    offenders = {
+        f"{module_name(path)} imports {name}"
+        for package, may_use in allowed.items()
+        for path in (PACKAGE / package).rglob("*.py")
+        for name in imported(path)
+        if name.count(".") >= 1 and name.split(".")[1] in LIBRARY and name.split(".")[1] not in may_use
+    }
+    assert not offenders
+
+
+FORMER_FRONT_DOOR = "mnist_adder" + ".cli"  # spelled apart, so that this file does not hold it
+
+
+def test_the_former_front_door_is_named_nowhere():
+    found = [
+        str(path.relative_to(PROJECT_ROOT))
+        for path in tracked_text_files()
+        if FORMER_FRONT_DOOR in path.read_text(errors="ignore").replace("/", ".")
+    ]
+    assert not found
+
+
 def test_an_import_that_breaks_the_rule_is_found(tmp_path):
     fake = tmp_path / "x.py"
-    fake.write_text("def f():\n    from mnist_adder.cli import train\n")
-    assert "mnist_adder.cli.train" in imported(fake)
+    fake.write_text("def f():\n    from mnist_adder import train\n")
+    assert "mnist_adder.train" in imported(fake)
 
 
 CHANGES = """
@@ -89,7 +134,7 @@ def test_importing_any_module_changes_nothing_in_the_process():
 
 
 def test_setup_is_what_changes_the_process():
-    assert changes_made_by_importing("mnist_adder.app; mnist_adder.app.setup()") == [
+    assert changes_made_by_importing("mnist_adder.runs.app; mnist_adder.runs.app.setup()") == [
         "['if_gpu', 'project_root', 'run_dir', 'run_name']",
         "False False",
         "False",

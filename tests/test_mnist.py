@@ -1,6 +1,6 @@
 import pytest
 
-import mnist_adder.mnist as mnist
+import mnist_adder.data.mnist as mnist
 from mnist_adder import UserError
 
 

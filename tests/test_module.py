@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from mnist_adder import UserError
-from mnist_adder.module import DigitPlusNumberModule
+from mnist_adder.models.module import DigitPlusNumberModule
 from tests.conftest import synthetic_mnist
 
 NET = {
-    "backbone": {"_target_": "mnist_adder.nets.CompactCNN", "width": 8},
-    "sum_head": {"_target_": "mnist_adder.nets.LearnedSumHead", "hidden": 16},
+    "backbone": {"_target_": "mnist_adder.models.nets.CompactCNN", "width": 8},
+    "sum_head": {"_target_": "mnist_adder.models.nets.LearnedSumHead", "hidden": 16},
 }
 
 
@@ -39,7 +39,7 @@ def test_dual_training_uses_digit_labels():
 
 def test_with_the_shift_head_the_loss_does_not_depend_on_the_numbers():
     # Why held-out pairs cannot hurt it: which number an image is paired with never reaches a gradient.
-    shift_head = {"_target_": "mnist_adder.nets.ShiftSumHead", "hidden": 16}
+    shift_head = {"_target_": "mnist_adder.models.nets.ShiftSumHead", "hidden": 16}
     module = DigitPlusNumberModule(NET["backbone"], shift_head)
     images, _, digits, _ = batch()
     for numbers in (torch.zeros(8, dtype=torch.long), torch.arange(8) % 10, torch.full((8,), 9)):
@@ -88,7 +88,7 @@ def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
 
 
 def test_test_time_shifts_average_five_views_out_of_training_only():
-    exact = {**NET, "sum_head": {"_target_": "mnist_adder.nets.ExactSumHead"}}
+    exact = {**NET, "sum_head": {"_target_": "mnist_adder.models.nets.ExactSumHead"}}
     torch.manual_seed(0)
     plain = DigitPlusNumberModule(**exact)
     shifted = DigitPlusNumberModule(**exact, test_time_shifts=1)

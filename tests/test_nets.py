@@ -3,7 +3,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_adder import UserError
-from mnist_adder.nets import (
+from mnist_adder.models.nets import (
     AdderNet,
     CompactCNN,
     ExactSumHead,

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
-from mnist_adder.pairing import PairedDigits, keep_batch, pair_numbers
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.data.pairing import PairedDigits, keep_batch, pair_numbers
 from tests.conftest import synthetic_mnist
 
 

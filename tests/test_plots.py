@@ -2,9 +2,9 @@
 
 import pytest
 
-import mnist_adder.data
-from mnist_adder.cli.plots import main, read_curves
-from mnist_adder.cli.train import train
+import mnist_adder.data.datamodule
+from mnist_adder.plots import main, read_curves
+from mnist_adder.train import train
 from tests.conftest import compose_train, synthetic_mnist
 
 
@@ -12,9 +12,9 @@ from tests.conftest import compose_train, synthetic_mnist
 def run_dir(tmp_path_factory):
     """A 3-epoch run on synthetic data (the fake_mnist fixture, for a whole module)."""
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(mnist_adder.data, "fetch_mnist", lambda data_dir: None)
+    monkeypatch.setattr(mnist_adder.data.datamodule, "fetch_mnist", lambda data_dir: None)
     fake = lambda data_dir, train: synthetic_mnist(600 if train else 200, seed=10 + int(train))  # noqa: E731
-    monkeypatch.setattr(mnist_adder.data, "load_mnist", fake)
+    monkeypatch.setattr(mnist_adder.data.datamodule, "load_mnist", fake)
     folder = tmp_path_factory.mktemp("run")
     train(
         compose_train(

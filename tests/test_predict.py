@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from mnist_adder import PROJECT_ROOT, UserError
-from mnist_adder.checkpoints import newest_checkpoint
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
-from mnist_adder.photos import read_image, to_mnist
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.data.photos import read_image, to_mnist
+from mnist_adder.models.checkpoints import newest_checkpoint
 from tests.conftest import REFERENCE_CHECKPOINT
 
 
@@ -48,7 +48,7 @@ def test_dark_ink_on_light_paper_reads_like_light_ink_on_dark(tmp_path, mode):
 def test_the_console_script_reports_bad_input_without_a_traceback(tmp_path):
     Image.fromarray(stroke_page().numpy()).save(tmp_path / "digit.png")
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_adder.cli.predict", "digit.png", "seven"],
+        [sys.executable, "-m", "mnist_adder.predict", "digit.png", "seven"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -59,7 +59,7 @@ def test_the_console_script_reports_bad_input_without_a_traceback(tmp_path):
 
 
 def test_with_no_checkpoint_under_the_logs_it_says_how_to_train_one(tmp_path):
-    with pytest.raises(UserError, match="train one with `python -m mnist_adder.cli.train`"):
+    with pytest.raises(UserError, match="train one with `python -m mnist_adder.train`"):
         newest_checkpoint(tmp_path)
     older, newer = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
     for folder in (older, newer):

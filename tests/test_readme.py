@@ -34,14 +34,14 @@ def readme_commands() -> list[list[str]]:
                         words = ["python", "-m", words[1].removesuffix(".py").replace("/", "."), *words[2:]]
                     if words[0] == "torchrun":  # its own options, then -m MODULE
                         words = ["python", *words[words.index("-m") :]]
-                    if words[0] == PREDICT:  # the script of mnist_adder.cli.predict
-                        words = ["python", "-m", "mnist_adder.cli.predict", *words[1:]]
+                    if words[0] == PREDICT:  # the script of mnist_adder.predict
+                        words = ["python", "-m", "mnist_adder.predict", *words[1:]]
                     commands.append(words)
     return commands
 
 
 COMMANDS = readme_commands()
-HYDRA_APPS = {"mnist_adder.cli.train": "train", "mnist_adder.cli.eval": "eval"}
+HYDRA_APPS = {"mnist_adder.train": "train", "mnist_adder.eval": "eval"}
 
 
 def one_run(arguments: list[str]) -> list[str]:
@@ -67,7 +67,7 @@ def test_a_command_that_no_longer_parses_fails():
 
 def test_the_readme_has_commands_of_every_entry_point():
     modules = {words[2] for words in COMMANDS if words[:2] == ["python", "-m"]}
-    entry_points = {f"mnist_adder.cli.{name}" for name in ("train", "eval", "predict", "results")}
+    entry_points = {f"mnist_adder.{name}" for name in ("train", "eval", "predict", "results")}
     assert entry_points <= modules
 
 

@@ -1,6 +1,6 @@
 """Resume, determinism, DDP, data integrity, numerical safety and never overwriting a run.
 
-The tests marked `mnist` run `python -m mnist_adder.cli.train` in a subprocess on real MNIST, as a user would.
+The tests marked `mnist` run `python -m mnist_adder.train` in a subprocess on real MNIST, as a user would.
 """
 
 import hashlib
@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 import pytest
 import torch
 
-from mnist_adder import PROJECT_ROOT, UserError, mnist
-from mnist_adder.cli.train import train
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.runs import run_name
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.data import mnist
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.runs.folders import run_name
+from mnist_adder.train import train
 from tests.conftest import compose_train
 
 SHORT = ["debug=limit", "trainer=cpu", "trainer.deterministic=true", "callbacks.error_pictures=null"]
@@ -97,7 +98,7 @@ def test_a_damaged_raw_file_is_fetched_again_and_a_failed_fetch_names_it(tmp_pat
 
 def train_cli(log_dir, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_adder.cli.train", f"paths.log_dir={log_dir}", *overrides],
+        [sys.executable, "-m", "mnist_adder.train", f"paths.log_dir={log_dir}", *overrides],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -146,7 +147,7 @@ def test_ddp_on_two_cpu_processes_counts_every_test_sample_once_like_one_process
 
     (checkpoint,) = (folder / "checkpoints").glob("epoch*.ckpt")
     single = subprocess.run(
-        [sys.executable, "-m", "mnist_adder.cli.eval", f"ckpt_path={checkpoint}",
+        [sys.executable, "-m", "mnist_adder.eval", f"ckpt_path={checkpoint}",
          f"paths.log_dir={tmp_path}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -159,7 +160,7 @@ def test_ddp_on_two_cpu_processes_counts_every_test_sample_once_like_one_process
 
 @pytest.mark.mnist
 def test_two_processes_fetching_mnist_at_once_both_get_verified_files(tmp_path):
-    code = f"from mnist_adder.mnist import fetch_mnist; fetch_mnist({str(tmp_path)!r})"
+    code = f"from mnist_adder.data.mnist import fetch_mnist; fetch_mnist({str(tmp_path)!r})"
     processes = [subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT) for _ in range(2)]
     assert [process.wait(timeout=600) for process in processes] == [0, 0]
     assert mnist.discard_bad_files(mnist.raw_dir(tmp_path)) == []

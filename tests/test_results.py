@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from mnist_adder.cli import results
+from mnist_adder import results
 
 
 def fake_run(folder, overrides, digit_acc, sum_acc):
@@ -21,12 +21,12 @@ def fake_run(folder, overrides, digit_acc, sum_acc):
 def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, capsys):
     fake_run(tmp_path / "a", ["model=dual", "seed=1"], 0.995, 0.994)
     fake_run(tmp_path / "b", ["model=dual", "seed=2"], 0.997, 0.996)
-    fake_run(tmp_path / "c", ["model=sum_only", "seed=1"], 0.990, 0.990)
+    fake_run(tmp_path / "c", ["model=adder", "seed=1"], 0.990, 0.990)
     results.main([str(tmp_path)])
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 6 and rows[-1].startswith("No run.json beside these runs")
     assert rows[2].startswith("| `model=dual` | 2 | 99.60 ± 0.14 | 99.50 ± 0.14 | - | 120 ± 0 | 80,589 |")
-    assert rows[3].startswith("| `model=sum_only` | 1 | 99.00 | 99.00 |")
+    assert rows[3].startswith("| `model=adder` | 1 | 99.00 | 99.00 |")
 
 
 def test_the_most_likely_sum_has_a_column_only_where_a_run_scored_it(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mnist_adder import UserError
-from mnist_adder.runs import finished_metrics, run_dir, run_name
+from mnist_adder.runs.folders import finished_metrics, run_dir, run_name
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Beyond one process, run here with CPU processes standing in for GPUs and nodes (marked `mnist`).
 
 Every command is the guide's (docs/scale-out.md), with CPU settings and a short
-`debug=limit` recipe added; each process is a real `python -m mnist_adder.cli.train` or `torchrun`.
+`debug=limit` recipe added; each process is a real `python -m mnist_adder.train` or `torchrun`.
 """
 
 import json
@@ -18,7 +18,7 @@ import yaml
 from hydra import compose, initialize
 
 from mnist_adder import PROJECT_ROOT
-from mnist_adder.tables import runs_by
+from mnist_adder.runs.tables import runs_by
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.mnist
@@ -49,7 +49,7 @@ def finish(*processes: subprocess.Popen, timeout: float = 600) -> list[str]:
 
 
 def train(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "mnist_adder.cli.train", *overrides]
+    return [sys.executable, "-m", "mnist_adder.train", *overrides]
 
 
 def metrics_of(folder) -> dict[str, float]:
@@ -57,7 +57,7 @@ def metrics_of(folder) -> dict[str, float]:
 
 
 def assert_tests_like_one_process(folder, log_dir) -> None:
-    """All 10,000 test samples counted once, and the metrics of `mnist_adder.cli.eval` on the best checkpoint,
+    """All 10,000 test samples counted once, and the metrics of `mnist_adder.eval` on the best checkpoint,
     given unquoted as the path it is."""
     ddp = metrics_of(folder)
     assert ddp["test/samples"] == 10_000
@@ -65,7 +65,7 @@ def assert_tests_like_one_process(folder, log_dir) -> None:
     eval_dir = log_dir / "single"
     finish(
         start(
-            [sys.executable, "-m", "mnist_adder.cli.eval", f"ckpt_path={checkpoint}",
+            [sys.executable, "-m", "mnist_adder.eval", f"ckpt_path={checkpoint}",
              f"paths.log_dir={eval_dir}"]
         )
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_adder.tables import runs_by
+from mnist_adder.runs.tables import runs_by
 from tests.conftest import free_port
 from tests.test_scale_out import finish, start, train
 

@@ -1,6 +1,6 @@
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_adder.cli.train import train
+from mnist_adder.train import train
 from tests.conftest import compose_train
 
 

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from mnist_adder import PROJECT_ROOT
-from mnist_adder.checkpoints import load_module
-from mnist_adder.cli.predict import predict_files
-from mnist_adder.cli.train import train
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.models.checkpoints import load_module
+from mnist_adder.predict import predict_files
+from mnist_adder.train import train
 from tests.conftest import compose_train
 
 pytestmark = pytest.mark.mnist
@@ -33,7 +33,7 @@ def test_a_short_dual_run_reaches_a_test_accuracy_floor(dual_run):
 
 
 def test_a_short_sum_only_run_reaches_a_test_accuracy_floor(tmp_path):
-    metrics = train(compose_train(tmp_path, "model=sum_only", "trainer=cpu", "trainer.max_epochs=2"))
+    metrics = train(compose_train(tmp_path, "model=adder", "trainer=cpu", "trainer.max_epochs=2"))
     assert metrics["test/sum_acc"] >= 0.97
     assert metrics["test/digit_acc"] >= 0.97
 
@@ -89,7 +89,7 @@ def test_an_optuna_search_runs_two_tiny_trials_and_reports_the_best(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
     result = subprocess.run(
         [
-            sys.executable, "-m", "mnist_adder.cli.train", "-m", "hparams_search=optuna",
+            sys.executable, "-m", "mnist_adder.train", "-m", "hparams_search=optuna",
             f"paths.log_dir={tmp_path}",
             "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
             "+trainer.limit_val_batches=2", "test=false",

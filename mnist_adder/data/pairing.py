@@ -1,6 +1,6 @@
 """MNIST images paired with a number: samples (image, number, digit, sum) for the adder task.
 
-from mnist_adder.pairing import PairedDigits
+from mnist_adder.data.pairing import PairedDigits
 images, number, digit, total = PairedDigits(images, digits, seed=0)[[0, 1, 2]]   # a batch of three
 """
 
@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mnist_adder import UserError
-from mnist_adder.mnist import DIGIT_CLASSES, check_images, normalise
+from mnist_adder.data.mnist import DIGIT_CLASSES, check_images, normalise
 
 # A batch of the image + number task: images (B, 1, 28, 28) float32, then numbers, digits and sums (B,) int64.
 NumberBatch = tuple[Tensor, Tensor, Tensor, Tensor]

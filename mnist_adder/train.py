@@ -1,14 +1,14 @@
 """Train, then test the best checkpoint on the official 10k test set.
 
-    python -m mnist_adder.cli.train model=dual                         # digit and sum supervised
-    python -m mnist_adder.cli.train model=sum_only trainer=cpu         # sum only
-    python -m mnist_adder.cli.train -m model=dual,sum_only seed=1,2    # a sweep, one TensorBoard run per job
+    python -m mnist_adder.train model=dual                         # digit and sum supervised
+    python -m mnist_adder.train model=adder trainer=cpu         # sum only
+    python -m mnist_adder.train -m model=dual,adder seed=1,2    # a sweep, one TensorBoard run per job
 
 Every run writes its TensorBoard events, checkpoints and Hydra config to one folder under
 lightning_logs/, named after its overrides and start time, never one that exists. To resume:
 
-    python -m mnist_adder.cli.train model=dual ckpt_path=last   # the newest run with these overrides
-    python -m mnist_adder.cli.train ckpt_path=lightning_logs/.../checkpoints/last.ckpt
+    python -m mnist_adder.train model=dual ckpt_path=last   # the newest run with these overrides
+    python -m mnist_adder.train ckpt_path=lightning_logs/.../checkpoints/last.ckpt
 
 continues in the folder of the run it resumes.
 """
@@ -29,10 +29,11 @@ from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_adder import PROJECT_ROOT, UserError, app, launching, runs
-from mnist_adder.callbacks import FitTimer, OptunaPruning
-from mnist_adder.checkpoints import load_module, read_checkpoint
-from mnist_adder.module import DigitPlusNumberModule, check_data
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.models.checkpoints import load_module, read_checkpoint
+from mnist_adder.models.module import DigitPlusNumberModule, check_data
+from mnist_adder.runs import app, folders, launching
+from mnist_adder.runs.callbacks import FitTimer, OptunaPruning
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     With `ckpt_path=last`, a run that already finished in its folder is not trained again: its metrics are
     returned as they were.
     """
-    if (finished := runs.finished_metrics(cfg.paths.output_dir, cfg.ckpt_path)) is not None:
+    if (finished := folders.finished_metrics(cfg.paths.output_dir, cfg.ckpt_path)) is not None:
         log.info("%s finished before; its metrics stand", cfg.paths.output_dir)
         return finished
     entered = time.perf_counter()
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     launching.share_cores()
-    ckpt_path = runs.checkpoint_to_resume(cfg.ckpt_path, cfg.paths.output_dir, sweep=sweep)
+    ckpt_path = folders.checkpoint_to_resume(cfg.ckpt_path, cfg.paths.output_dir, sweep=sweep)
     # Each part checks its settings as it is made: a mistake stops the run before it writes anything.
     datamodule = hydra.utils.instantiate(cfg.data)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights
@@ -135,14 +136,14 @@ def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = Non
     paths = [o for o in again if o.startswith("paths.")]  # where this run keeps its data and logs
     commands = []
     if best:
-        evaluate = ["python -m mnist_adder.cli.eval", f"ckpt_path={here(Path(best))}", *paths]
+        evaluate = ["python -m mnist_adder.eval", f"ckpt_path={here(Path(best))}", *paths]
         commands.append(("evaluate", " ".join(evaluate)))
         if isinstance(model, DigitPlusNumberModule):
             predict = f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"
             commands.append(("predict", predict))
     commands.append(("curves", f"tensorboard --logdir {here(folder)}"))
     if last.is_file():
-        resume = ["python -m mnist_adder.cli.train", *again, f"ckpt_path={here(last)}"]
+        resume = ["python -m mnist_adder.train", *again, f"ckpt_path={here(last)}"]
         commands.append(("resume", " ".join(resume)))
     return commands
 
@@ -175,7 +176,7 @@ def without_plumbing(settings: Any, nested: bool = False) -> Any:
     return kept
 
 
-@hydra.main(config_path="../../conf", config_name="train")
+@hydra.main(config_path="../conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """The Hydra task: one run, or one job of a sweep, whose optimised metric a sweeper reads."""
     with app.user_errors(), launching.one_job():
@@ -188,7 +189,7 @@ def main() -> None:
         app.check_extras(sys.argv[1:])
         searches = [argument for argument in sys.argv[1:] if argument.startswith("hparams_search=")]
         if searches and not {"-m", "--multirun"} & set(sys.argv[1:]):
-            raise UserError(f"{searches[0]} is a sweep: add -m, as in python -m mnist_adder.cli.train -m "
+            raise UserError(f"{searches[0]} is a sweep: add -m, as in python -m mnist_adder.train -m "
                             f"{searches[0]}")  # fmt: skip
     run()
 

@@ -1,6 +1,6 @@
 """Where and when a figure was measured: the hardware, the software and the commit.
 
-`mnist_adder.app.report` writes it beside every run's metrics (run.json), `mnist_adder.cli.results` prints
+`mnist_adder.runs.app.report` writes it beside every run's metrics (run.json), `mnist_adder.results` prints
 it under its tables, and every benchmark report opens with it.
 """
 

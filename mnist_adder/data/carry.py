@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
+from mnist_adder.data.mnist import DIGIT_CLASSES, SUM_CLASSES
 
 # log(0) as a finite number: logsumexp over only "-inf" entries has a NaN gradient, this has none.
 LOG_ZERO = -1e30

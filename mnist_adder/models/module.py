@@ -2,10 +2,11 @@
 per-head accuracy, optimiser and schedule from config.
 
 A checkpoint describes itself: every argument is a plain value (the backbone, sum head, optimiser and
-scheduler are Hydra `_target_` dicts). To use a trained model with no Lightning at all, see
-`mnist_adder.checkpoints.load_net`; to get this module back, in a plain Python shell:
+scheduler are Hydra `_target_` dicts), unless a built net was passed (see `DigitPlusNumberModule`). To use
+a trained model with no Lightning at all, see `mnist_adder.models.checkpoints.load_net`; to get this
+module back, in a plain Python shell:
 
-    from mnist_adder.module import DigitPlusNumberModule
+    from mnist_adder.models.module import DigitPlusNumberModule
     model = DigitPlusNumberModule.load_from_checkpoint("lightning_logs/.../checkpoints/last.ckpt")
     digit, total = model.net.predict(images, numbers)
 """
@@ -21,10 +22,10 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
-from mnist_adder import UserError
-from mnist_adder.mnist import IMAGE_SHAPE
-from mnist_adder.nets import adder_net
-from mnist_adder.pairing import NumberBatch, holdout_mask
+from mnist_adder import FROM_RECIPE, UserError, with_recipe
+from mnist_adder.data.mnist import IMAGE_SHAPE
+from mnist_adder.data.pairing import NumberBatch, holdout_mask
+from mnist_adder.models.nets import adder_net
 
 
 def check_data(model: TaskModule, data_target: str) -> None:
@@ -58,7 +59,7 @@ class TaskModule(L.LightningModule):
 
     # The data it reads: the datamodule's class (eval builds it from a checkpoint) and its config in
     # conf/data/ (train checks that they agree).
-    datamodule_target = "mnist_adder.data.DigitPlusNumberDataModule"
+    datamodule_target = "mnist_adder.data.datamodule.DigitPlusNumberDataModule"
     data_config = "digit_plus_number"
 
     def __init__(self) -> None:
@@ -146,13 +147,15 @@ class TaskModule(L.LightningModule):
         self.log_metrics("test")
 
     def configure_optimizers(self) -> Any:
+        # Only torch's optimisers and schedules, whether or not a command has set Hydra's allow-list.
+        trusted = {"_execution_whitelist_": "torch.optim.*"}
         optimizer = instantiate(
-            self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}
+            self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}, **trusted
         )
         optimizer = optimizer(params=self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(
+        scheduler = instantiate(self.hparams.scheduler, **trusted)(
             optimizer, total_steps=self.trainer.estimated_stepping_batches
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -161,40 +164,51 @@ class TaskModule(L.LightningModule):
 class DigitPlusNumberModule(TaskModule):
     """Trains an `AdderNet` on (image, number) -> (digit, sum).
 
+    An argument left out takes its value from `model=dual` (conf/model/dual.yaml and its parts), so
+    `DigitPlusNumberModule()` is the dual net that `python -m mnist_adder.train model=dual` trains.
+
     Args:
-        backbone: a Hydra spec of the digit backbone, e.g. `{"_target_": "mnist_adder.nets.CompactCNN"}`.
-        sum_head: a Hydra spec of the sum head, e.g. `{"_target_": "mnist_adder.nets.ExactSumHead"}`.
+        backbone: the digit backbone: a built `nn.Module` that maps (B, 1, 28, 28) images to (B, 10)
+            logits, or a Hydra spec such as `{"_target_": "mnist_adder.models.nets.CompactCNN"}`.
+        sum_head: the sum head, likewise: a built net or a spec such as
+            `{"_target_": "mnist_adder.models.nets.ExactSumHead"}`.
         digit_loss_weight, sum_loss_weight: loss = weighted sum of the two cross-entropies.
-            `digit_loss_weight=0` trains on sums alone: digit labels are never read in training,
-            and the predicted digit is read from the predicted sum (sum - number).
+            `digit_loss_weight=0` trains on sums alone (`model=adder`): digit labels are never read in
+            training, and the predicted digit is read from the predicted sum (sum - number).
         optimizer: a Hydra spec with `_partial_: true`, completed with the parameters.
         scheduler: a Hydra spec with `_partial_: true`, completed with the optimiser and
             `total_steps`, and stepped every batch (OneCycleLR); or None for a constant rate.
         holdout_pairs: the (digit, number) pairs held out of training (`data.holdout_pairs`, see
-            `mnist_adder.pairing.holdout_mask`). If any, validation and test also log each accuracy over
-            seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
-        compile: compile the net with `torch.compile` when fitting or testing starts (the weights' names in
-            a checkpoint stay the same).
-        test_time_shifts: test-time augmentation (`mnist_adder.nets.ShiftAverage`). 0: none. k > 0: out of
-            training (validation, test, eval, predict) the backbone also reads each image moved k pixels
-            left, right, up and down, averaged. Meant for the exact sum head.
+            `mnist_adder.data.pairing.holdout_mask`). If any, validation and test also log each accuracy
+            over seen and over unseen pairs apart: `test/sum_acc_seen`, `test/sum_acc_unseen`, ...
+        compile: compile the net with `torch.compile` when fitting or testing starts (the weights' names
+            in a checkpoint stay the same).
+        test_time_shifts: test-time augmentation (`mnist_adder.models.nets.ShiftAverage`). 0: none. k > 0:
+            out of training (validation, test, eval, predict) the backbone also reads each image moved k
+            pixels left, right, up and down, averaged. Meant for the exact sum head.
+
+    A checkpoint stores the specs, so it loads by itself. A built net is not stored as a hyper-parameter,
+    only its weights: load such a checkpoint with the same net again, as Lightning's backbone example does,
+    `DigitPlusNumberModule.load_from_checkpoint(path, backbone=MyNet())`.
     """
 
     def __init__(
         self,
-        backbone: dict[str, Any],
-        sum_head: dict[str, Any],
-        digit_loss_weight: float = 1.0,
-        sum_loss_weight: float = 1.0,
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        backbone: dict[str, Any] | nn.Module = FROM_RECIPE,
+        sum_head: dict[str, Any] | nn.Module = FROM_RECIPE,
+        digit_loss_weight: float = FROM_RECIPE,
+        sum_loss_weight: float = FROM_RECIPE,
+        optimizer: dict[str, Any] | None = FROM_RECIPE,
+        scheduler: dict[str, Any] | None = FROM_RECIPE,
         holdout_pairs: str | list[list[int]] | None = "none",
-        compile: bool = False,
-        test_time_shifts: int = 0,
+        compile: bool = FROM_RECIPE,
+        test_time_shifts: int = FROM_RECIPE,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = adder_net(**self.hparams)
+        settings = with_recipe("model/dual", locals())
+        built = {name: net for name, net in settings.items() if isinstance(net, nn.Module)}
+        self.save_hyperparameters({name: value for name, value in settings.items() if name not in built})
+        self.net = adder_net(**settings)
         self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
         losses = ["loss", "sum_loss"] + (["digit_loss"] if self.supervises_digit else [])
         accuracies = ["digit_acc", "sum_acc"]

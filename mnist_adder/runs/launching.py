@@ -139,7 +139,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     hydra_cfg = HydraConfig.get()
     spec = __main__.__spec__  # under a submitit job, __main__ is submitit's
     module = (
-        spec.name if spec is not None and spec.name.startswith("mnist_adder.") else "mnist_adder.cli.train"
+        spec.name if spec is not None and spec.name.startswith("mnist_adder.") else "mnist_adder.train"
     )
     command = [sys.executable, "-m", module, *hydra_cfg.overrides.task]
     command += [

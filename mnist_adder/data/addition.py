@@ -6,7 +6,7 @@ once and cut into consecutive groups of 2N; each group is one sample, the first 
 image is used once per epoch (60,000 images -> 60,000 // 2N sums), and the test sums are made from the
 10k test images the same way.
 
-    from mnist_adder.addition_data import MNISTAdditionDataModule
+    from mnist_adder.data.addition import MNISTAdditionDataModule
     dm = MNISTAdditionDataModule(num_digits=2); dm.prepare_data(); dm.setup("fit")
     images, digits, total = next(iter(dm.train_dataloader()))   # (B, 4, 1, 28, 28), (B, 4), (B,)
 """
@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mnist_adder import UserError
-from mnist_adder.carry import add
-from mnist_adder.data import MNISTDataModule
-from mnist_adder.mnist import check_images, normalise
+from mnist_adder import DATA_DIR, FROM_RECIPE, UserError, with_recipe
+from mnist_adder.data.carry import add
+from mnist_adder.data.datamodule import MNISTDataModule
+from mnist_adder.data.mnist import check_images, normalise
 
 # A batch of MNIST addition: images (B, 2N, 1, 28, 28) float32, their digits (B, 2N) and the digits of the
 # sums (B, N + 1) int64, most significant first (a sum of 100-digit numbers does not fit in an int64).
@@ -66,23 +66,25 @@ class MNISTAdditionDataModule(MNISTDataModule):
     epoch: a batch holds batch_size // 2N sums (at least one). `val_size` images may be split off the
     training images for validation; the benchmark's protocol trains on all 60k (`val_size: 0`) and tests
     the last epoch. Training sums are grouped once from `seed`, validation and test sums from `eval_seed`.
+    An argument left out takes its value from `data=mnist_addition` (conf/data/mnist_addition.yaml).
     """
 
     def __init__(
         self,
-        num_digits: int = 1,
-        data_dir: str = "data",
-        batch_size: int = 256,
-        num_workers: int = 0,
-        val_size: int = 0,
+        num_digits: int = FROM_RECIPE,
+        data_dir: str = DATA_DIR,
+        batch_size: int = FROM_RECIPE,
+        num_workers: int = FROM_RECIPE,
+        val_size: int = FROM_RECIPE,
         seed: int = 0,
-        eval_seed: int = 0,
-        augment: dict[str, float] | None = None,
+        eval_seed: int = FROM_RECIPE,
+        augment: dict[str, float] | None = FROM_RECIPE,
         on_device: bool = False,
     ) -> None:
-        if type(num_digits) is not int or num_digits < 1:
-            raise UserError(f"data.num_digits must be a positive integer, got {num_digits!r}")
-        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment, on_device)
+        settings = with_recipe("data/mnist_addition", locals())
+        if type(settings["num_digits"]) is not int or settings["num_digits"] < 1:
+            raise UserError(f"data.num_digits must be a positive integer, got {settings['num_digits']!r}")
+        super().__init__(settings)
 
     @property
     def batch_samples(self) -> int:

@@ -1,7 +1,7 @@
 """A drawing demo in the browser: draw a digit, pick a number, and the model reads the digit and adds.
 
-    python -m mnist_adder.cli.demo                       # the newest best checkpoint under lightning_logs/
-    python -m mnist_adder.cli.demo --checkpoint PATH     # a .ckpt file written by mnist_adder.cli.train
+    python -m mnist_adder.demo                       # the newest best checkpoint under lightning_logs/
+    python -m mnist_adder.demo --checkpoint PATH     # a .ckpt file written by mnist_adder.train
 
 Then open http://127.0.0.1:7860. The drawing is prepared by the same code as `mnist-adder-predict`
 (inverted, cropped to its ink, scaled to 20x20 and centred by mass in 28x28). Needs the extra:
@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from mnist_adder import UserError
-from mnist_adder.checkpoints import load_net, newest_checkpoint
-from mnist_adder.mnist import DIGIT_CLASSES
-from mnist_adder.nets import AdderNet
-from mnist_adder.photos import ink_on_dark, to_mnist
+from mnist_adder.data.mnist import DIGIT_CLASSES
+from mnist_adder.data.photos import ink_on_dark, to_mnist
+from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+from mnist_adder.models.nets import AdderNet
 
 try:
     import gradio as gr
@@ -76,7 +76,7 @@ def build(net: AdderNet) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m mnist_adder.cli.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mnist_adder.demo", description=__doc__,
                                      formatter_class=formatter)  # fmt: skip
     parser.add_argument(
         "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"

@@ -1,6 +1,6 @@
 """Photos and drawings of a digit, prepared the way MNIST's digits were made, for a trained net to read.
 
-    from mnist_adder.photos import read_image, to_mnist
+    from mnist_adder.data.photos import read_image, to_mnist
     image = to_mnist(read_image("photo_of_a_7.jpg"))   # (1, 28, 28) float32, normalised
 
 Dark ink on a light background (a photo, a scan) is inverted to light on dark, the ink is cropped to its
@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from mnist_adder import UserError
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
 
 INK_THRESHOLD = 0.25  # a pixel darker than the background by this much (of full range) is ink
 

@@ -3,8 +3,8 @@
 Data flows: raw IDX files (`mnist`) -> uint8 tensors in memory -> samples of a task (`pairing`: image and
 number; `addition_data`: two numbers written in images) -> batches -> the net.
 
-    from mnist_adder.data import DigitPlusNumberDataModule
-    dm = DigitPlusNumberDataModule(data_dir="data"); dm.prepare_data(); dm.setup("fit")
+    from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+    dm = DigitPlusNumberDataModule(); dm.prepare_data(); dm.setup("fit")   # MNIST in the project's data/
     image, number, digit, total = next(iter(dm.train_dataloader()))
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -21,10 +22,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mnist_adder import UserError, writable_folder
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD, fetch_mnist, load_mnist
-from mnist_adder.pairing import PairedDigits, holdout_mask, keep_batch
+from mnist_adder import DATA_DIR, FROM_RECIPE, UserError, with_recipe, writable_folder
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD, fetch_mnist, load_mnist
+from mnist_adder.data.pairing import PairedDigits, holdout_mask, keep_batch
 
+SHARED_CHECKED = ("batch_size", "num_workers", "val_size", "seed")  # settings every task's data module has
 ORDER, AUGMENT = 1, 2  # what a seed derived from the run's seed is for; samples use the run's seed itself
 
 
@@ -88,18 +90,10 @@ class MNISTDataModule(L.LightningDataModule):
     (B, ..., 1, 28, 28): every image is augmented on its own.
     """
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 256,
-        num_workers: int = 0,
-        val_size: int = 5_000,
-        seed: int = 0,
-        eval_seed: int = 0,
-        augment: dict[str, float] | None = None,
-        on_device: bool = False,
-    ) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        """`settings`: the subclass's arguments, every one given (see `DigitPlusNumberDataModule`)."""
         super().__init__()
+        batch_size, num_workers, val_size, seed = (settings[name] for name in SHARED_CHECKED)
         if batch_size < 1:
             raise UserError(f"data.batch_size must be a positive integer, got {batch_size}")
         if num_workers < 0:
@@ -108,8 +102,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise UserError(f"data.val_size must be in 0..59999 (images of the training set), got {val_size}")
         if not 0 <= seed < 2**32:
             raise UserError(f"seed must be an integer in 0..{2**32 - 1}, got {seed}")
-        writable_folder(Path(data_dir), "data.data_dir")
-        self.save_hyperparameters()  # the subclass's arguments too
+        writable_folder(Path(settings["data_dir"]), "data.data_dir")
+        self.save_hyperparameters(settings)
+        augment = settings["augment"]
         self.augment = RandomDistortion(**augment) if augment else None
         self._augment_epoch, self._augment_generator = -1, None  # made per epoch; a Generator won't pickle
         self.train_set: Dataset | None = None
@@ -202,24 +197,27 @@ class DigitPlusNumberDataModule(MNISTDataModule):
 
     The validation and test pairs are fixed by `eval_seed`, so every run is scored on the same samples;
     training pairs are redrawn every epoch from (`seed`, epoch). `holdout_pairs` (see
-    `mnist_adder.pairing.holdout_mask`) are (digit, number) pairs that training never shows; validation
+    `mnist_adder.data.pairing.holdout_mask`) are (digit, number) pairs that training never shows; validation
     and test pair every digit with all ten numbers. `batch_size` counts samples (images).
+
+    An argument left out takes its value from `data=digit_plus_number` (conf/data/digit_plus_number.yaml);
+    `data_dir`, where MNIST is fetched once, defaults to the project's `data/` whatever the current folder.
     """
 
     def __init__(
         self,
-        data_dir: str = "data",
-        batch_size: int = 256,
-        num_workers: int = 0,
-        val_size: int = 5_000,
+        data_dir: str = DATA_DIR,
+        batch_size: int = FROM_RECIPE,
+        num_workers: int = FROM_RECIPE,
+        val_size: int = FROM_RECIPE,
         seed: int = 0,
-        eval_seed: int = 0,
-        augment: dict[str, float] | None = None,
-        holdout_pairs: str | list[list[int]] | None = "none",
+        eval_seed: int = FROM_RECIPE,
+        augment: dict[str, float] | None = FROM_RECIPE,
+        holdout_pairs: str | list[list[int]] | None = FROM_RECIPE,
         on_device: bool = False,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, val_size, seed, eval_seed, augment, on_device)
-        self.held_out = holdout_mask(holdout_pairs)
+        super().__init__(with_recipe("data/digit_plus_number", locals()))
+        self.held_out = holdout_mask(self.hparams.holdout_pairs)
 
     def make_dataset(self, images: Tensor, digits: Tensor, split: str) -> PairedDigits:
         if split == "train":

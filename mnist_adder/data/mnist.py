@@ -1,6 +1,6 @@
 """MNIST itself: the four official files, fetched and verified once, loaded as uint8 tensors.
 
-from mnist_adder.mnist import fetch_mnist, load_mnist
+from mnist_adder.data.mnist import fetch_mnist, load_mnist
 fetch_mnist("data")                                   # data/MNIST/raw/, checked against SHA-256
 images, digits = load_mnist("data", train=True)       # (60000, 28, 28) uint8, (60000,) int64
 """

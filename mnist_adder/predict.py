@@ -1,9 +1,9 @@
 """Read digits from your own images and add numbers to them.
 
     mnist-adder-predict photo_of_a_7.jpg 5 scan_of_a_2.png 9
-    python -m mnist_adder.cli.predict --checkpoint lightning_logs/.../epoch14.ckpt digit.png 3 --json
+    python -m mnist_adder.predict --checkpoint lightning_logs/.../epoch14.ckpt digit.png 3 --json
 
-An image is prepared the way MNIST's digits were (`mnist_adder.photos`). Without --checkpoint, the newest
+An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint, the newest
 best checkpoint under lightning_logs/ answers. Neither Lightning nor Hydra is imported: it answers in
 about the time of `import torch`.
 """
@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from mnist_adder import UserError
-from mnist_adder.checkpoints import load_net, newest_checkpoint
-from mnist_adder.mnist import DIGIT_CLASSES
-from mnist_adder.nets import AdderNet
-from mnist_adder.photos import read_image, to_mnist
+from mnist_adder.data.mnist import DIGIT_CLASSES
+from mnist_adder.data.photos import read_image, to_mnist
+from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+from mnist_adder.models.nets import AdderNet
 
 
 def parse_number(text: str) -> int:

@@ -1,8 +1,8 @@
 """The held-out-pairs study: does a sum head add, or memorise the table? A table and a heat map.
 
-    python -m mnist_adder.cli.train -m experiment=holdout data.holdout_pairs=diagonal,random20 \\
+    python -m mnist_adder.train -m experiment=holdout data.holdout_pairs=diagonal,random20 \\
         model/sum_head=learned,learned_probs,exact seed=1,2,3
-    python -m mnist_adder.cli.holdout lightning_logs/multirun/<that folder> [--out results/holdout]
+    python -m mnist_adder.holdout lightning_logs/multirun/<that folder> [--out results/holdout]
 
 Runs that differ only in their seed share a row. Writes into --out:
 - holdout.md: test accuracy on seen and on unseen (held-out) pairs, mean ± std over seeds;
@@ -21,11 +21,11 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from mnist_adder import PROJECT_ROOT, UserError
-from mnist_adder.checkpoints import load_module, newest_checkpoint
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.mnist import DIGIT_CLASSES
-from mnist_adder.pairing import PairedDigits
-from mnist_adder.tables import markdown_table, mean_std, metrics_of, run_groups
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.mnist import DIGIT_CLASSES
+from mnist_adder.data.pairing import PairedDigits
+from mnist_adder.models.checkpoints import load_module, newest_checkpoint
+from mnist_adder.runs.tables import markdown_table, mean_std, metrics_of, run_groups
 
 COLUMNS = [  # header, metrics.json key
     ("sum, seen pairs %", "test/sum_acc_seen"),

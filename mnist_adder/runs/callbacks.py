@@ -19,9 +19,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_adder.carry import digit_posteriors
-from mnist_adder.mnist import DIGIT_CLASSES, SUM_CLASSES
-from mnist_adder.plugins import PRUNED_AT
+from mnist_adder.data.carry import digit_posteriors
+from mnist_adder.data.mnist import DIGIT_CLASSES, SUM_CLASSES
+from mnist_adder.runs.plugins import PRUNED_AT
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def mistakes_figure(mistakes: list[tuple[float, Tensor, int, int, int, int]]) ->
 class OptunaPruning(L.Callback):
     """Reports `monitor` to trial `trial` of an Optuna study after each validation, and stops the run before
     its last epoch when `pruner` (the study's, which its storage does not keep) says the trial has fallen
-    behind; the sweeper (`mnist_adder.plugins`) then records the trial as pruned. `train` adds it to each
+    behind; the sweeper (`mnist_adder.runs.plugins`) then records the trial as pruned. `train` adds it to each
     job of `hparams_search=optuna`."""
 
     def __init__(self, storage: str, study_name: str, trial: int, pruner: Any, monitor: str) -> None:
@@ -203,7 +203,7 @@ class CarrySignal(L.Callback):
     `carry_signal/positions_<band>`.
 
     The measure is P(true digit | the sum) - P(true digit): the probability that the net gives an image's
-    hidden digit, after and before conditioning on the sum (`mnist_adder.carry.digit_posteriors`). The
+    hidden digit, after and before conditioning on the sum (`mnist_adder.data.carry.digit_posteriors`). The
     posterior is what training pulls the net towards (d loss / d logits = prior - posterior), so this is
     how much of that pull points at the truth: 0 where the sum tells nothing, negative where it misleads.
     The hidden labels are read only to score it, after the step; the loss never sees them. `bands` cut

@@ -1,7 +1,7 @@
 """Figures for people: training curves from runs' TensorBoard events, and a trained model's answers.
 
-    python -m mnist_adder.cli.plots curves RUN_DIR [RUN_DIR ...] --out results/curves.png
-    python -m mnist_adder.cli.plots samples CHECKPOINT --out results/samples.png
+    python -m mnist_adder.plots curves RUN_DIR [RUN_DIR ...] --out results/curves.png
+    python -m mnist_adder.plots samples CHECKPOINT --out results/samples.png
 
 `curves` draws validation digit and sum accuracy per epoch, one line per run, read with TensorBoard's
 own event reader. `samples` shows test images with their number, the predicted digit and sum, and the
@@ -19,10 +19,11 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_adder import PROJECT_ROOT, UserError, app
-from mnist_adder.checkpoints import load_net
-from mnist_adder.data import DigitPlusNumberDataModule
-from mnist_adder.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
+from mnist_adder.models.checkpoints import load_net
+from mnist_adder.runs import app
 
 CURVES = ("val/digit_acc", "val/sum_acc")
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     curves.add_argument("runs", nargs="+", type=Path, help="run folders (each holds its TensorBoard events)")
     curves.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "curves.png")
     samples = figures.add_parser("samples", help="a model's answers on test pairs")
-    samples.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.cli.train")
+    samples.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.train")
     samples.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "samples.png")
     samples.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     args = parser.parse_args(argv)

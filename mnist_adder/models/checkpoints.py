@@ -1,11 +1,11 @@
 """Checkpoints: read one safely, find the newest, and load the model it holds, for people or for Lightning.
 
-    from mnist_adder.checkpoints import load_net, newest_checkpoint
+    from mnist_adder.models.checkpoints import load_net, newest_checkpoint
     net = load_net(newest_checkpoint())          # an AdderNet in eval mode; no Lightning, no Hydra
     digit, total = net.predict(images, numbers)   # (B, 1, 28, 28) normalised, (B,) int64 -> (B,), (B,)
 
-Checkpoints are written whole or not at all (`mnist_adder.callbacks.AtomicCheckpointIO`); a file cut short
-some other way is called damaged, and the intact checkpoints beside it are named.
+Checkpoints are written whole or not at all (`mnist_adder.runs.callbacks.AtomicCheckpointIO`); a file cut
+short some other way is called damaged, and the intact checkpoints beside it are named.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from mnist_adder import PROJECT_ROOT, UserError
-from mnist_adder.nets import AdderNet, adder_net
+from mnist_adder.models import current_name
+from mnist_adder.models.nets import AdderNet, adder_net
 
-DEFAULT_MODULE = "mnist_adder.module.DigitPlusNumberModule"  # the class of a checkpoint that names none
+DEFAULT_MODULE = "mnist_adder.models.module.DigitPlusNumberModule"  # of a checkpoint that names no class
 ZIP_MAGIC = b"PK\x03\x04"  # how every file that torch.save writes begins
 
 
@@ -30,7 +31,7 @@ def newest_checkpoint(log_dir: Path = PROJECT_ROOT / "lightning_logs") -> Path:
     candidates = [path for path in log_dir.rglob("checkpoints/*.ckpt") if not path.name.startswith("last")]
     if not candidates:
         raise UserError(
-            f"no checkpoint under {log_dir}: train one with `python -m mnist_adder.cli.train`, "
+            f"no checkpoint under {log_dir}: train one with `python -m mnist_adder.train`, "
             "or give --checkpoint PATH"
         )
     return max(candidates, key=lambda path: path.stat().st_mtime)
@@ -44,7 +45,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """
     path = Path(ckpt_path)
     if not path.is_file():
-        raise UserError(f"ckpt_path {path} is not a file: give a .ckpt file from mnist_adder.cli.train")
+        raise UserError(f"ckpt_path {path} is not a file: give a .ckpt file from mnist_adder.train")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a zip or pickle, a zip cut short, or one holding more than plain values
@@ -56,7 +57,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         checkpoint = None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(
-            f"ckpt_path {path} is not a checkpoint that mnist_adder.cli.train wrote (torch.load finds no "
+            f"ckpt_path {path} is not a checkpoint that mnist_adder.train wrote (torch.load finds no "
             "state_dict in it)"
         )
     return checkpoint
@@ -93,13 +94,30 @@ def built_from(ckpt_path: str | Path) -> Iterator[None]:
         ) from None
 
 
+def module_class(checkpoint: dict[str, Any]) -> str:
+    """The dotted path of the LightningModule class a checkpoint's contents were saved from, as it is now."""
+    return current_name(str(checkpoint.get("module_class", DEFAULT_MODULE)))
+
+
+def check_described(checkpoint: dict[str, Any], ckpt_path: str | Path, name: str) -> None:
+    """Fail in one line if a net was passed to the module built: the checkpoint holds its weights only."""
+    parts = ("backbone",) if name.endswith("MNISTAdditionModule") else ("backbone", "sum_head")
+    if missing := [part for part in parts if part not in checkpoint.get("hyper_parameters", {})]:
+        cls = name.rsplit(".", 1)[-1]
+        raise UserError(
+            f"ckpt_path {ckpt_path} was trained with a built {' and '.join(missing)} that it does not "
+            f"describe: load it in Python with {cls}.load_from_checkpoint(path, {missing[0]}=<the same net>)"
+        )
+
+
 def load_module(ckpt_path: str | Path) -> Any:
-    """The LightningModule of any checkpoint that mnist_adder.cli.train wrote, of its own class (the
+    """The LightningModule of any checkpoint that mnist_adder.train wrote, of its own class (the
     checkpoint names it), with its weights; `UserError` for any other file. Reads the file once."""
     checkpoint = read_checkpoint(ckpt_path)
-    name = str(checkpoint.get("module_class", DEFAULT_MODULE))
+    name = module_class(checkpoint)
     if not name.startswith("mnist_adder."):  # import nothing a foreign file names
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint (it names the class {name})")
+    check_described(checkpoint, ckpt_path, name)
     with built_from(ckpt_path):
         module, _, cls = name.rpartition(".")
         model = getattr(importlib.import_module(module), cls)(**checkpoint.get("hyper_parameters", {}))
@@ -112,11 +130,12 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
     """The `AdderNet` of an image + number checkpoint, in eval mode, built from its hyper-parameters with
     no Lightning, torchmetrics or Hydra import: what predict, the demo and a plain shell need."""
     checkpoint = read_checkpoint(ckpt_path)
-    if checkpoint.get("module_class", DEFAULT_MODULE) != DEFAULT_MODULE:
+    if (name := module_class(checkpoint)) != DEFAULT_MODULE:
         raise UserError(
-            f"ckpt_path {ckpt_path} holds a {checkpoint['module_class'].rsplit('.', 1)[-1]}, which reads two "
+            f"ckpt_path {ckpt_path} holds a {name.rsplit('.', 1)[-1]}, which reads two "
             "images: predict and the demo read an image and a number (a DigitPlusNumberModule checkpoint)"
         )
+    check_described(checkpoint, ckpt_path, name)
     with built_from(ckpt_path):
         net = adder_net(**checkpoint.get("hyper_parameters", {}))
         prefix = "net."

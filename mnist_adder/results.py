@@ -1,9 +1,9 @@
 """Collect finished runs into a Markdown table: mean ± std over seeds of their final test metrics.
 
-    python -m mnist_adder.cli.results lightning_logs/multirun/2026-11-22_07-00-00 [more folders ...]
-    python -m mnist_adder.cli.results lightning_logs/multirun/2026-11-22_07-00-00 --curve train/sum_acc
+    python -m mnist_adder.results lightning_logs/multirun/2026-11-22_07-00-00 [more folders ...]
+    python -m mnist_adder.results lightning_logs/multirun/2026-11-22_07-00-00 --curve train/sum_acc
 
-Every run folder below the given ones that holds a `metrics.json` (written by `mnist_adder.cli.train`) is a
+Every run folder below the given ones that holds a `metrics.json` (written by `mnist_adder.train`) is a
 row's sample; runs whose Hydra overrides differ only in `seed=` share a row. A last line says when, on
 what hardware and at which commit they ran (their run.json). With `--curve`, each group's learning
 curves instead: the TensorBoard scalars named, their steps (up to `--until`) cut into `--rows` bins,
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from mnist_adder import UserError
-from mnist_adder.tables import markdown_table, mean_std, metrics_of, provenance, run_groups, scalars_of
+from mnist_adder.runs.tables import markdown_table, mean_std, metrics_of, provenance, run_groups, scalars_of
 
 COLUMNS = [  # header, metrics.json key, scale, decimals
     ("test digit acc %", "test/digit_acc", 100, 2),

@@ -9,7 +9,6 @@ to sum logits. `ReferenceCNN` and `ReferenceSumHead` copy the two published refe
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnist_adder import UserError
-from mnist_adder.mnist import DIGIT_CLASSES, IMAGE_SHAPE, SUM_CLASSES
+from mnist_adder.data.mnist import DIGIT_CLASSES, IMAGE_SHAPE, SUM_CLASSES
+from mnist_adder.models import current_name
 
 
 def with_number(digit: Tensor, number: Tensor) -> Tensor:
@@ -325,21 +325,25 @@ class AdderNet(nn.Module):
         return digit_probs / digit_probs.sum(dim=1, keepdim=True), sum_probs
 
 
-def build(spec: dict[str, Any]) -> nn.Module:
-    """The net of a spec such as `{"_target_": "mnist_adder.nets.CompactCNN", "width": 16}`.
+def build(spec: dict[str, Any] | nn.Module) -> nn.Module:
+    """The net of a spec such as `{"_target_": "mnist_adder.models.nets.CompactCNN", "width": 16}`, or
+    `spec` itself if it is a net already.
 
     Hydra's `instantiate` would do it, but loading a checkpoint for people must not pay Hydra's import, and
-    a checkpoint may name only the nets of this module.
+    a checkpoint may name only the nets of this module (by their path now or before, see `current_name`).
     """
-    target = str(spec.get("_target_", ""))
+    if isinstance(spec, nn.Module):
+        return spec
+    target = current_name(str(spec.get("_target_", "")))
     module, _, name = target.rpartition(".")
-    if module != __name__ or not isinstance(getattr(importlib.import_module(module), name, None), type):
-        raise UserError(f"{target or spec!r} is not a net of {__name__}")
-    return getattr(importlib.import_module(module), name)(**{k: v for k, v in spec.items() if k[0] != "_"})
+    net = globals().get(name) if module == __name__ else None
+    if not (isinstance(net, type) and issubclass(net, nn.Module)):
+        raise UserError(f"{spec.get('_target_') or spec!r} is not a net of {__name__}")
+    return net(**{k: v for k, v in spec.items() if k[0] != "_"})
 
 
-def adder_net(backbone: dict[str, Any], sum_head: dict[str, Any], digit_loss_weight: float = 1.0,
-              test_time_shifts: int = 0, **_: Any) -> AdderNet:  # fmt: skip
+def adder_net(backbone: dict[str, Any] | nn.Module, sum_head: dict[str, Any] | nn.Module,
+              digit_loss_weight: float = 1.0, test_time_shifts: int = 0, **_: Any) -> AdderNet:  # fmt: skip
     """The `AdderNet` of `DigitPlusNumberModule`'s arguments (a checkpoint's hyper-parameters), in
     channels_last memory format, which makes the convolutions about 30 % faster on a CPU."""
     net = AdderNet(ShiftAverage(build(backbone), test_time_shifts), build(sum_head), digit_loss_weight == 0)

@@ -2,7 +2,7 @@
 finishing what was cut short.
 
     lightning_logs/model-dual__seed-3/2026-11-22_10-00-00/              model=dual seed=3
-    lightning_logs/multirun/2026-11-22_10-00-00/model-sum_only__seed-1/  a job of -m model=sum_only seed=1
+    lightning_logs/multirun/2026-11-22_10-00-00/model-adder__seed-1/  a job of -m model=adder seed=1
 
 A folder name holds only letters, digits and `_ . - +`, so every path a run prints can be given back to
 any entry point (`ckpt_path=...`, `hydra.sweep.dir=...`) unquoted. `ckpt_path=last` finishes what a run or
@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from mnist_adder import UserError
-from mnist_adder.launching import agree_on, is_main_process
+from mnist_adder.runs.launching import agree_on, is_main_process
 
 # Unquoted in Hydra's override grammar, and plain in a shell, a URL or TensorBoard's run filter.
 UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")

@@ -1,9 +1,9 @@
 """Finished runs gathered into Markdown tables: each run's metrics.json, grouped by its overrides.
 
-    from mnist_adder.tables import markdown_table, mean_std, run_groups
+    from mnist_adder.runs.tables import markdown_table, mean_std, run_groups
     groups = run_groups([Path("lightning_logs/multirun/2026-11-22_07-00-00")])   # overrides -> run folders
 
-A run folder is one that holds a `metrics.json` (written by `mnist_adder.cli.train`); runs whose Hydra
+A run folder is one that holds a `metrics.json` (written by `mnist_adder.train`); runs whose Hydra
 overrides differ only in `seed=` form a group.
 """
 
@@ -78,7 +78,7 @@ def run_groups(folders: list[Path]) -> dict[str, list[Path]]:
             name = " ".join(o for o in overrides_of(run_dir) if not o.startswith("seed=")) or "(defaults)"
             groups[name].append(run_dir)
     if not groups:
-        raise UserError("no metrics.json below those folders: train first (python -m mnist_adder.cli.train)")
+        raise UserError("no metrics.json below those folders: train first (python -m mnist_adder.train)")
     return groups
 
 

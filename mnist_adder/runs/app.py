@@ -28,8 +28,9 @@ from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from mnist_adder import PROJECT_ROOT, UserError, plugins, runs, writable_folder
-from mnist_adder.launching import job_command
+from mnist_adder import PROJECT_ROOT, UserError, writable_folder
+from mnist_adder.runs import folders, plugins
+from mnist_adder.runs.launching import job_command
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ def setup() -> None:
 
     OmegaConf.register_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_resolver("if_gpu", if_gpu, replace=True)
-    OmegaConf.register_resolver("run_name", runs.run_name, replace=True)
-    OmegaConf.register_resolver("run_dir", runs.run_dir, use_cache=True, replace=True)
+    OmegaConf.register_resolver("run_name", folders.run_name, replace=True)
+    OmegaConf.register_resolver("run_dir", folders.run_dir, use_cache=True, replace=True)
     plugins.register()
     if not _trusting.get():
         execution_whitelist(TRUSTED_TARGETS).__enter__()  # for this process, as the resolvers are
@@ -182,13 +183,13 @@ def report(
     global_rank: int = 0,
 ) -> None:
     """Log the final table, with `commands` (what to do next) under it, and keep the metrics in
-    log_dir/metrics.json for `mnist_adder.cli.results`. `stage` is the split scored last: test, or val for
-    `mnist_adder.cli.eval split=val`. Beside metrics.json, run.json says when, on what hardware, at which
+    log_dir/metrics.json for `mnist_adder.results`. `stage` is the split scored last: test, or val for
+    `mnist_adder.eval split=val`. Beside metrics.json, run.json says when, on what hardware, at which
     commit and with which overrides. Only global rank 0 reports."""
     if global_rank != 0:
         return
     if log_dir:
-        from mnist_adder.provenance import commit, hardware
+        from mnist_adder.runs.provenance import commit, hardware
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         date = datetime.now().isoformat(timespec="seconds")

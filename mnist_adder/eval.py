@@ -1,11 +1,11 @@
 """Test a checkpoint on the official 10k test set, with the same metrics as training.
 
-    python -m mnist_adder.cli.eval ckpt_path=lightning_logs/model-sum_only/.../checkpoints/last.ckpt
-    python -m mnist_adder.cli.eval ckpt_path=... split=val test_time_shifts=1   # validation, with TTA
+    python -m mnist_adder.eval ckpt_path=lightning_logs/model-adder/.../checkpoints/last.ckpt
+    python -m mnist_adder.eval ckpt_path=... split=val test_time_shifts=1   # validation, with TTA
 
 The checkpoint describes its model and its data (the data module's settings, held-out pairs included), so
 no model or data override is needed; `test_time_shifts` replaces its test-time augmentation (see
-`mnist_adder.nets.ShiftAverage`). `split=val` scores the validation images instead, which is where a
+`mnist_adder.models.nets.ShiftAverage`). `split=val` scores the validation images instead, which is where a
 choice between settings belongs. Results go to a new folder under lightning_logs/eval/.
 """
 
@@ -16,9 +16,10 @@ import importlib
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import UserError, app
-from mnist_adder.checkpoints import load_module
-from mnist_adder.nets import ShiftAverage, check_shifts
+from mnist_adder import UserError
+from mnist_adder.models.checkpoints import load_module
+from mnist_adder.models.nets import ShiftAverage, check_shifts
+from mnist_adder.runs import app
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -45,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(config_path="../../conf", config_name="eval")
+@hydra.main(config_path="../conf", config_name="eval")
 def run(cfg: DictConfig) -> None:
     with app.user_errors():
         evaluate(cfg)
