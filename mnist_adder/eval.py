@@ -42,7 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (trainer.test if cfg.split == "test" else trainer.validate)(model, datamodule=datamodule)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
-    app.report(metrics, trainer.log_dir, stage=cfg.split, global_rank=trainer.global_rank)
+    checkpoint = [("checkpoint", str(cfg.ckpt_path))]  # the table names what it scored
+    app.report(metrics, trainer.log_dir, checkpoint, stage=cfg.split, global_rank=trainer.global_rank)
     return metrics
 
 

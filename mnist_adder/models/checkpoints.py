@@ -103,10 +103,10 @@ def check_described(checkpoint: dict[str, Any], ckpt_path: str | Path, name: str
     """Fail in one line if a net was passed to the module built: the checkpoint holds its weights only."""
     parts = ("backbone",) if name.endswith("MNISTAdditionModule") else ("backbone", "sum_head")
     if missing := [part for part in parts if part not in checkpoint.get("hyper_parameters", {})]:
-        cls = name.rsplit(".", 1)[-1]
+        cls, nets = name.rsplit(".", 1)[-1], ", ".join(f"{part}=<the same net>" for part in missing)
         raise UserError(
             f"ckpt_path {ckpt_path} was trained with a built {' and '.join(missing)} that it does not "
-            f"describe: load it in Python with {cls}.load_from_checkpoint(path, {missing[0]}=<the same net>)"
+            f"describe: load it in Python with {cls}.load_from_checkpoint(path, {nets})"
         )
 
 
