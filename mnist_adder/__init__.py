@@ -40,8 +40,9 @@ def with_recipe(option: str, arguments: dict[str, Any]) -> dict[str, Any]:
     `conf/<option>.yaml`, e.g. "model/dual": the YAML is the one place where the defaults are kept.
 
     The recipe's plain values are the defaults; what it interpolates (`${paths.data_dir}`, `${seed}`)
-    wires it into a run, and is left to the constructor's own defaults. Composing the recipe costs
-    about 0.1 s, and only when an argument is left out: a command or a checkpoint gives them all.
+    wires it into a run, and is left to the constructor's own defaults. The recipe is composed (35-70 ms
+    on 2 CPU cores, Hydra imported) only when an argument is left out: a command or a checkpoint gives them
+    all.
     """
     arguments = {name: value for name, value in arguments.items() if name not in ("self", "__class__")}
     if any(value is FROM_RECIPE for value in arguments.values()):
