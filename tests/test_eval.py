@@ -13,14 +13,14 @@ from mnist_adder.train import train
 from tests.conftest import REFERENCE_CHECKPOINT, compose_eval, compose_train
 
 
-def test_a_sum_only_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
+def test_an_adder_checkpoint_evaluates_with_no_model_override(tmp_path, fake_mnist):
     run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
     cfg = compose_train(run_dir, "model=adder", "trainer.max_epochs=1", "data.val_size=100", "test=false")
     train(cfg)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     metrics = evaluate(compose_eval(eval_dir, f"ckpt_path={ckpt}"))  # data settings: the checkpoint's
     assert 0 <= metrics["test/digit_acc"] <= 1 and 0 <= metrics["test/sum_acc"] <= 1
-    assert "test/digit_loss" not in metrics  # evaluated as the sum-only model it is
+    assert "test/digit_loss" not in metrics  # evaluated as the adder it is
     assert (eval_dir / "metrics.json").is_file()
 
 

@@ -26,7 +26,7 @@ def loss_of(module, batch):
     return module.model_step(batch, "train")["loss"]
 
 
-def test_sum_only_training_never_reads_digit_labels():
+def test_adder_training_never_reads_digit_labels():
     module = DigitPlusNumberModule(**NET, digit_loss_weight=0.0)
     right, wrong = batch(), batch(digits=torch.zeros(8, dtype=torch.long))
     assert loss_of(module, right) == loss_of(module, wrong)
@@ -46,7 +46,7 @@ def test_with_the_shift_head_the_loss_does_not_depend_on_the_numbers():
         assert loss_of(module, (images, numbers, digits, digits + numbers)) == loss_of(module, batch())
 
 
-def test_sum_only_model_reads_its_digit_from_its_sum():
+def test_the_adder_reads_its_digit_from_its_sum():
     module = DigitPlusNumberModule(**NET, digit_loss_weight=0.0)
     sum_logits = torch.nn.functional.one_hot(torch.tensor([12, 3, 0]), 19).float()
     digit, total = module.net.answers(torch.randn(3, 10), sum_logits, torch.tensor([5, 3, 0]))
@@ -83,7 +83,7 @@ def test_probabilities_agree_with_predictions_and_sum_to_one(digit_loss_weight):
         sum_probs.sum(dim=1), torch.ones(8)
     )
     assert (sum_probs.argmax(dim=1) == total).all()
-    possible = (digit >= 0) & (digit <= 9)  # a sum-only model can read an impossible digit
+    possible = (digit >= 0) & (digit <= 9)  # an adder can read an impossible digit
     assert (digit_probs.argmax(dim=1)[possible] == digit[possible]).all()
 
 

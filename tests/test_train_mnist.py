@@ -32,7 +32,7 @@ def test_a_short_dual_run_reaches_a_test_accuracy_floor(dual_run):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_a_short_sum_only_run_reaches_a_test_accuracy_floor(tmp_path):
+def test_a_short_adder_run_reaches_a_test_accuracy_floor(tmp_path):
     metrics = train(compose_train(tmp_path, "model=adder", "trainer=cpu", "trainer.max_epochs=2"))
     assert metrics["test/sum_acc"] >= 0.97
     assert metrics["test/digit_acc"] >= 0.97
