@@ -31,7 +31,8 @@ Answer = tuple[dict[str, float], dict[str, float], str]
 
 
 def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
-    """Digit and sum probabilities, and one line of answer, for a Sketchpad drawing and a number."""
+    """The answer's digit and sum probabilities, and one line of answer, for a Sketchpad drawing and a
+    number: the sum shown is always the digit shown + the number."""
     composite = (drawing or {}).get("composite")
     if composite is None:
         return {}, {}, "Draw a digit."
@@ -41,8 +42,8 @@ def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
         return {}, {}, "Draw a digit."
     numbers = torch.tensor([int(number)])
     digit_probs, sum_probs = (probs[0] for probs in net.probabilities(image[None], numbers))
-    digit, total = int(digit_probs.argmax()), int(sum_probs.argmax())
-    text = f"digit {digit}, {digit} + {int(number)} = {total}"
+    digit = int(digit_probs.argmax())  # the answer; its sum is digit + number (`AdderNet.answers`)
+    text = f"digit {digit}, {digit} + {int(number)} = {digit + int(number)}"
     return (
         {str(d): float(p) for d, p in enumerate(digit_probs)},
         {str(s): float(p) for s, p in enumerate(sum_probs)},

@@ -57,9 +57,9 @@ def study(runs: list[Path], test_set: PairedDigits) -> tuple[str, str, Tensor, T
     accuracy per (digit, number), table cells), from their best checkpoints and metrics.json."""
     models = [load_module(newest_checkpoint(run)).eval() for run in runs]
     image, number, digit, _ = test_set.__getitems__(range(len(test_set)))
-    accuracy = torch.stack(
-        [cell_accuracy(model.net.predict(image, number)[1], number, digit) for model in models]
-    )
+    with torch.no_grad():  # the sum head's own answer: does it add, or recall the pairs it saw?
+        sums = [model.net.head_answers(*model(image, number), number)[1] for model in models]
+    accuracy = torch.stack([cell_accuracy(total, number, digit) for total in sums])
     preset, head = str(models[0].hparams.get("holdout_pairs", "none")), head_name(models[0].hparams.sum_head)
     metrics = [metrics_of(run) for run in runs]
     cells = [preset, head, str(len(runs)), *(mean_std(metrics, key, scale=100) for _, key in COLUMNS)]

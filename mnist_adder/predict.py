@@ -31,20 +31,20 @@ def parse_number(text: str) -> int:
 
 
 def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
-    """Digits, sums, their probabilities and the top 3 digits for (B, 1, 28, 28) images and (B,) numbers."""
-    digit_probs, sum_probs = net.probabilities(images, numbers)
+    """The answers for (B, 1, 28, 28) images and (B,) numbers: each digit, its sum digit + number, the
+    answer's probability, and the 3 likeliest digits with theirs (`AdderNet.probabilities`)."""
+    digit_probs, _ = net.probabilities(images, numbers)
     results = []
-    for digit_p, sum_p, number in zip(digit_probs, sum_probs, numbers.tolist(), strict=True):
-        top = digit_p.topk(3)
-        total = int(sum_p.argmax())
+    for probs, number in zip(digit_probs, numbers.tolist(), strict=True):
+        top = probs.topk(3)
+        digit = int(top.indices[0])
         results.append(
             {
                 "number": number,
-                "digit": int(top.indices[0]),
-                "digit_prob": float(top.values[0]),
+                "digit": digit,
+                "sum": digit + number,
+                "probability": float(top.values[0]),
                 "top3": [[int(d), float(p)] for d, p in zip(top.indices, top.values, strict=True)],
-                "sum": total,
-                "sum_prob": float(sum_p[total]),
             }
         )
     return results
@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(results, indent=2))
         return
     for r in results:
-        top3 = ", ".join(f"{digit} ({p:.1%})" for digit, p in r["top3"])
+        others = ", ".join(f"{digit} ({p:.1%})" for digit, p in r["top3"][1:])
         print(
-            f"{r['image']} + {r['number']}: digit {r['digit']} ({r['digit_prob']:.1%}), "
-            f"sum {r['sum']} ({r['sum_prob']:.1%}); top 3 digits: {top3}"
+            f"{r['image']} + {r['number']}: digit {r['digit']}, sum {r['sum']} ({r['probability']:.1%}); "
+            f"next digits: {others}"
         )
 
 

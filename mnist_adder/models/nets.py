@@ -287,9 +287,14 @@ class ReferenceSumHead(nn.Module):
 class AdderNet(nn.Module):
     """(B, 1, 28, 28) images and (B,) int64 numbers in 0..9 -> (B, 10) digit and (B, 19) sum logits.
 
-    `digit_from_sum`: the net was trained on sums alone, so its digit is read from its sum (sum - number),
-    not from its digit logits. `predict` and `probabilities` answer for people; both use it.
-    The published sum-only head (`ReferenceSumHead`) gives 20 sum logits; the 20th is never right.
+    Each head answers on its own, and the two can disagree ("digit 4, 4 + 3 = 9"). What it tells people is
+    one answer, consistent by construction: the digit d that maximises log p_digit(d) + log p_sum(d + n),
+    with the sum d + n (`answer_log_probs`). `predict` and `probabilities` give that answer;
+    `head_answers` gives each head's own, for the studies and the per-head accuracies.
+
+    `digit_from_sum`: the net was trained on sums alone (its digit head is untrained), so its answer rests
+    on the sum head alone, at the sums n..n+9. The published sum-only head (`ReferenceSumHead`) gives 20
+    sum logits; the 20th is never right, and never an answer.
     """
 
     def __init__(self, backbone: nn.Module, sum_head: nn.Module, digit_from_sum: bool = False) -> None:
@@ -300,29 +305,40 @@ class AdderNet(nn.Module):
         digit_logits = self.backbone(image.contiguous(memory_format=torch.channels_last))
         return digit_logits, self.sum_head(digit_logits, number)
 
-    def answers(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Predicted digits and sums (B,) int64 from the logits; a digit read from the sum may fall
-        outside 0..9 (a miss)."""
+    def head_answers(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
+        """Each head's own digits and sums (B,) int64, from the logits. An adder's digit is its sum - number,
+        which may fall outside 0..9 (a miss)."""
         total = sum_logits.argmax(dim=1)
         return (total - number if self.digit_from_sum else digit_logits.argmax(dim=1)), total
 
+    def answer_log_probs(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> Tensor:
+        """(B, 10) log-probabilities of the consistent answers "digit d, sum d + number", d = 0..9:
+        log p_digit(d) + log p_sum(d + number), normalised over d (an adder's: log p_sum(d + number))."""
+        sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
+        scores = sum_logits.log_softmax(dim=1).gather(1, sums)
+        if not self.digit_from_sum:
+            scores = scores + digit_logits.log_softmax(dim=1)
+        return scores.log_softmax(dim=1)
+
+    def answers(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
+        """The consistent answers of the logits: digits (B,) int64 in 0..9, and their sums digit + number."""
+        digit = self.answer_log_probs(digit_logits, sum_logits, number).argmax(dim=1)
+        return digit, digit + number
+
     @torch.inference_mode()
     def predict(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Predicted digits and sums (B,) int64 for (B, 1, 28, 28) normalised images and (B,) numbers."""
+        """Digits and their sums (B,) int64, digit + number, for (B, 1, 28, 28) normalised images and (B,)
+        numbers."""
         return self.answers(*self(image, number), number)
 
     @torch.inference_mode()
     def probabilities(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
-        """Digit (B, 10) and sum (B, 19) probabilities for normalised images and (B,) numbers.
-
-        Read from the sum, the digit probabilities are the sum's at number..number+9, renormalised.
-        """
+        """The answer's digit (B, 10) and sum (B, 19) probabilities for normalised images and (B,) numbers:
+        one distribution over the consistent answers, so digit_probs[:, d] == sum_probs[:, d + number]."""
         digit_logits, sum_logits = self(image, number)
-        sum_probs = sum_logits.softmax(dim=1)
-        if not self.digit_from_sum:
-            return digit_logits.softmax(dim=1), sum_probs
-        digit_probs = sum_probs.gather(1, number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device))
-        return digit_probs / digit_probs.sum(dim=1, keepdim=True), sum_probs
+        digit_probs = self.answer_log_probs(digit_logits, sum_logits, number).exp()
+        sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
+        return digit_probs, torch.zeros_like(sum_logits).scatter(1, sums, digit_probs)
 
 
 def build(spec: dict[str, Any] | nn.Module) -> nn.Module:

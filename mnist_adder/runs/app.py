@@ -200,9 +200,12 @@ def report(
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 
+    answer_rows = [(f"{stage} answer acc", "answer_acc"), ("heads disagree", "contradictions")]
     rows = [
         (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
         (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
+        # The answer people are shown (a digit and a sum that add up), and how often the two heads disagree.
+        *[(name, percent(f"{stage}/{key}")) for name, key in answer_rows if f"{stage}/{key}" in metrics],
         *([("best val sum acc", percent("val/sum_acc_best"))] if stage == "test" else []),
         ("parameters", f"{metrics['parameters']:,}"),
         ("training time", f"{metrics['fit_seconds']:.0f} s" if "fit_seconds" in metrics else "-"),

@@ -81,13 +81,12 @@ class LiveProgressBar(TQDMProgressBar):
 
 
 class ErrorPictures(L.Callback):
-    """TensorBoard pictures at the end of validation and test: the confusion matrices of both heads
-    (`{stage}/confusion_digit`, `{stage}/confusion_sum`) and the `worst` most confident mistakes on the sum
-    (`{stage}/worst_mistakes`), each image titled with its number, truth and prediction.
+    """TensorBoard pictures at the end of validation and test: the confusion matrices of the answers' digits
+    and sums (`{stage}/confusion_digit`, `{stage}/confusion_sum`) and the `worst` most confident wrong sums
+    (`{stage}/worst_mistakes`), each image titled with its number, truth and answer.
 
-    Reads the predictions that `DigitPlusNumberModule`'s validation and test steps return. A sum-only model
-    can read an impossible digit (sum - number outside 0..9); the digit matrix counts it at the nearest
-    edge.
+    Reads the answers that `DigitPlusNumberModule`'s validation and test steps return: the consistent ones
+    a person is shown (`mnist_adder.models.nets.AdderNet.answers`), each sum its digit + number.
     """
 
     def __init__(self, worst: int = 16) -> None:
@@ -102,8 +101,8 @@ class ErrorPictures(L.Callback):
 
     def _update(self, outputs: dict[str, Tensor], batch: tuple[Tensor, ...]) -> None:
         image, number, digit, total = batch
-        self.confusion["digit"].update(outputs["digit_pred"].clamp(0, DIGIT_CLASSES - 1), digit)
-        self.confusion["sum"].update(outputs["sum_pred"].clamp(0, SUM_CLASSES - 1), total)
+        self.confusion["digit"].update(outputs["digit_pred"], digit)
+        self.confusion["sum"].update(outputs["sum_pred"], total)
         wrong = (outputs["sum_pred"] != total).nonzero().flatten()
         losses = outputs["sum_loss"][wrong]
         for i in wrong[losses.argsort(descending=True)[: self.worst]].tolist():
