@@ -20,7 +20,7 @@ from mnist_adder import UserError
 from mnist_adder.data.mnist import DIGIT_CLASSES
 from mnist_adder.data.photos import ink_on_dark, to_mnist
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import AdderNet
+from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
 
 try:
     import gradio as gr
@@ -32,7 +32,8 @@ Answer = tuple[dict[str, float], dict[str, float], str]
 
 def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
     """The answer's digit and sum probabilities, and one line of answer, for a Sketchpad drawing and a
-    number: the sum shown is always the digit shown + the number."""
+    number: the sum shown is always the digit shown + the number; below `NOT_SURE_BELOW`, "not sure" and
+    the two likeliest readings."""
     composite = (drawing or {}).get("composite")
     if composite is None:
         return {}, {}, "Draw a digit."
@@ -42,8 +43,12 @@ def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
         return {}, {}, "Draw a digit."
     numbers = torch.tensor([int(number)])
     digit_probs, sum_probs = (probs[0] for probs in net.probabilities(image[None], numbers))
-    digit = int(digit_probs.argmax())  # the answer; its sum is digit + number (`AdderNet.answers`)
-    text = f"digit {digit}, {digit} + {int(number)} = {digit + int(number)}"
+    top = digit_probs.topk(2)  # the answer and the next likeliest; each sum is digit + number
+    first, second = (f"{int(digit)} + {int(number)} = {int(digit) + int(number)}" for digit in top.indices)
+    if top.values[0] >= NOT_SURE_BELOW:
+        text = f"digit {int(top.indices[0])}, {first}"
+    else:
+        text = f"not sure: {first} ({top.values[0]:.0%}) or {second} ({top.values[1]:.0%})"
     return (
         {str(d): float(p) for d, p in enumerate(digit_probs)},
         {str(s): float(p) for s, p in enumerate(sum_probs)},

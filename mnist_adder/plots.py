@@ -2,15 +2,20 @@
 
     python -m mnist_adder.plots curves RUN_DIR [RUN_DIR ...] --out results/curves.png
     python -m mnist_adder.plots samples CHECKPOINT --out results/samples.png
+    python -m mnist_adder.plots calibration CHECKPOINT --out results/calibration.png
 
 `curves` draws validation digit and sum accuracy per epoch, one line per run, read with TensorBoard's
 own event reader. `samples` shows test images with their number, the predicted digit and sum, and the
-model's most confident mistakes.
+model's most confident mistakes. `calibration` draws the reliability diagram of the answers' confidence
+on the test images, before and after temperature scaling, and writes beside it (as .md) the expected
+calibration errors and the risk-coverage table: how many answers are shown as sure, and how many of those
+are wrong, at each threshold, on the validation and the test images.
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +23,16 @@ import matplotlib.pyplot as plt
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import Tensor
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
-from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
-from mnist_adder.models.checkpoints import load_net
+from mnist_adder.data.mnist import DIGIT_CLASSES, MNIST_MEAN, MNIST_STD
+from mnist_adder.models.checkpoints import load_net, read_checkpoint
+from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
 from mnist_adder.runs import app
+from mnist_adder.runs.provenance import commit, hardware
 
 CURVES = ("val/digit_acc", "val/sum_acc")
 
@@ -106,6 +115,110 @@ def samples_figure(checkpoint: str, data_dir: Path, shown: int = 12, mistakes: i
     return figure
 
 
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+BINS = 15  # of the expected calibration error and the reliability diagram
+TARGET_RISK = 0.001  # "not sure" below the lowest threshold whose sure answers on validation are this right
+
+
+def answers_of(net: AdderNet, dataset: torch.utils.data.Dataset) -> tuple[Tensor, Tensor]:
+    """(N, 10) log-probabilities of the answers at temperature 1, and the (N,) true digits, of a split."""
+    images, numbers, digits, _ = dataset.__getitems__(range(len(dataset)))
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(images), 1000):
+            image, number = images[start : start + 1000], numbers[start : start + 1000]
+            parts.append(net.answer_log_probs(*net(image, number), number, temperature=1.0))
+    return torch.cat(parts), digits
+
+
+def ece(probs: Tensor, digits: Tensor) -> float:
+    return float(multiclass_calibration_error(probs, digits, DIGIT_CLASSES, n_bins=BINS))
+
+
+def risk_coverage(probs: Tensor, digits: Tensor) -> list[tuple[float, float]]:
+    """At each of `THRESHOLDS`: the share of answers at least that likely (shown as sure), and the share of
+    those that are wrong."""
+    confidence, answer = probs.max(dim=1)
+    rows = []
+    for threshold in THRESHOLDS:
+        sure = confidence >= threshold
+        wrong = (answer[sure] != digits[sure]).float().mean().nan_to_num()
+        rows.append((sure.float().mean().item(), wrong.item()))
+    return rows
+
+
+def reliability_figure(probs: dict[str, Tensor], digits: Tensor) -> plt.Figure:
+    """One reliability diagram per named (N, 10) probabilities: accuracy against confidence, in bins."""
+    figure, axes = plt.subplots(1, len(probs), figsize=(5 * len(probs), 4.4), sharey=True, squeeze=False)
+    edges = torch.linspace(0, 1, BINS + 1)
+    for ax, (name, p) in zip(axes.flat, probs.items(), strict=True):
+        confidence, answer = p.max(dim=1)
+        right = (answer == digits).float()
+        which = torch.bucketize(confidence, edges[1:-1])
+        for b, left in enumerate(edges[:-1].tolist()):
+            inside = which == b
+            if inside.any():
+                ax.bar(left, right[inside].mean().item(), 1 / BINS, align="edge", color="tab:blue", ec="k")
+                ax.text(left + 0.5 / BINS, 0.02, int(inside.sum()), ha="center", fontsize=7, rotation=90)
+        ax.plot([0, 1], [0, 1], "--", color="gray")
+        ax.set_title(f"{name}: ECE {100 * ece(p, digits):.2f} %", fontsize=10)
+        ax.set_xlabel("confidence of the answer (images per bin at its foot)")
+    axes.flat[0].set_ylabel("accuracy of the answers")
+    figure.suptitle(f"Reliability on {len(digits):,} test images", fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def calibration_report(checkpoint: str, data_dir: Path) -> tuple[plt.Figure, str]:
+    """The reliability diagrams on the test images, before and after temperature scaling, and a Markdown
+    report: ECE and the risk-coverage table on validation and test, and the threshold validation picks."""
+    net = load_net(checkpoint)
+    settings = read_checkpoint(checkpoint).get("datamodule_hyper_parameters", {})
+    datamodule = DigitPlusNumberDataModule(**{**settings, "data_dir": str(data_dir)})
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    splits = {"validation": answers_of(net, datamodule.val_set), "test": answers_of(net, datamodule.test_set)}
+    temperatures = {"before (T = 1)": 1.0, f"after (T = {net.temperature:.3f})": net.temperature}
+    log_probs, digits = splits["test"]
+    scaled = {name: (log_probs / t).softmax(dim=1) for name, t in temperatures.items()}
+    figure = reliability_figure(scaled, digits)
+
+    lines = [
+        "# Calibration of the answers' confidence",
+        "",
+        f"`python -m mnist_adder.plots calibration {checkpoint}` ({datetime.now():%Y-%m-%d}, commit",
+        f"{commit() or 'unknown'}, {hardware()}). The answer is the most likely digit and sum that add up;",
+        "its confidence, the probability shown, is divided by a temperature T fit on the validation images",
+        f"(Guo et al. 2017), which changes no answer. Expected calibration error, {BINS} bins:",
+        "",
+        "| images | answer accuracy | ECE before (T = 1) | ECE after |",
+        "|---|---|---|---|",
+    ]
+    tables = {}
+    for split, (log_probs, digits) in splits.items():
+        accuracy = (log_probs.argmax(dim=1) == digits).float().mean()
+        before, after = (ece((log_probs / t).softmax(dim=1), digits) for t in temperatures.values())
+        cells = [f"{100 * accuracy:.2f} %", f"{100 * before:.3f} %", f"{100 * after:.3f} %"]
+        lines.append(f"| {split}, {len(digits):,} | {' | '.join(cells)} |")
+        tables[split] = risk_coverage((log_probs / net.temperature).softmax(dim=1), digits)
+    safe = [t for t, (_, risk) in zip(THRESHOLDS, tables["validation"], strict=True) if risk <= TARGET_RISK]
+    lines += [
+        "",
+        'An answer less likely than a threshold is shown as "not sure", with the next likeliest reading.',
+        f"On validation, the lowest threshold whose sure answers are wrong at most {100 * TARGET_RISK:g} %",
+        f"of the time is {safe[0] if safe else 'none of these'}; predict and the demo use `NOT_SURE_BELOW` =",
+        f"{NOT_SURE_BELOW:g} (`mnist_adder/models/nets.py`).",
+        "",
+        "| not sure below | validation: sure | wrong among them | test: sure | wrong among them |",
+        "|---|---|---|---|---|",
+    ]
+    for threshold, val, test in zip(THRESHOLDS, tables["validation"], tables["test"], strict=True):
+        cells = [f"{100 * cover:.2f} % | {100 * risk:.3f} %" for cover, risk in (val, test)]
+        lines.append(f"| {threshold:g} | {' | '.join(cells)} |")
+    return figure, "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     samples.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.train")
     samples.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "samples.png")
     samples.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
+    calibration = figures.add_parser("calibration", help="reliability and risk-coverage of a model's answers")
+    calibration.add_argument("checkpoint", help="a .ckpt file written by mnist_adder.train")
+    calibration.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "calibration.png",
+                             help="the diagram; its report goes beside it, as .md")  # fmt: skip
+    calibration.add_argument("--data-dir", type=Path, default=PROJECT_ROOT / "data")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # files only, no window
     with app.user_errors():
@@ -125,11 +243,16 @@ def main(argv: list[str] | None = None) -> None:
             if missing := [str(run) for run in args.runs if not run.is_dir()]:
                 raise UserError(f"not a folder: {', '.join(missing)}: give run folders under lightning_logs/")
             figure = curves_figure(args.runs)
-        else:
+        elif args.figure == "samples":
             figure = samples_figure(args.checkpoint, args.data_dir)
+        else:
+            figure, report = calibration_report(args.checkpoint, args.data_dir)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.out, dpi=110)
         print(f"wrote {args.out}")
+        if args.figure == "calibration":
+            args.out.with_suffix(".md").write_text(report)
+            print(f"wrote {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

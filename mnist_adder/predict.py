@@ -21,7 +21,7 @@ from mnist_adder import UserError
 from mnist_adder.data.mnist import DIGIT_CLASSES
 from mnist_adder.data.photos import read_image, to_mnist
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import AdderNet
+from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
 
 
 def parse_number(text: str) -> int:
@@ -32,21 +32,18 @@ def parse_number(text: str) -> int:
 
 def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
     """The answers for (B, 1, 28, 28) images and (B,) numbers: each digit, its sum digit + number, the
-    answer's probability, and the 3 likeliest digits with theirs (`AdderNet.probabilities`)."""
+    answer's calibrated probability, whether it is `sure` (at least `NOT_SURE_BELOW`), and the two
+    likeliest `readings` (`AdderNet.probabilities`)."""
     digit_probs, _ = net.probabilities(images, numbers)
     results = []
     for probs, number in zip(digit_probs, numbers.tolist(), strict=True):
-        top = probs.topk(3)
-        digit = int(top.indices[0])
-        results.append(
-            {
-                "number": number,
-                "digit": digit,
-                "sum": digit + number,
-                "probability": float(top.values[0]),
-                "top3": [[int(d), float(p)] for d, p in zip(top.indices, top.values, strict=True)],
-            }
-        )
+        top = probs.topk(2)
+        readings = [
+            {"digit": int(digit), "sum": int(digit) + number, "probability": float(p)}
+            for digit, p in zip(top.indices, top.values, strict=True)
+        ]
+        sure = readings[0]["probability"] >= NOT_SURE_BELOW
+        results.append({"number": number, **readings[0], "sure": sure, "readings": readings})
     return results
 
 
@@ -87,11 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(results, indent=2))
         return
     for r in results:
-        others = ", ".join(f"{digit} ({p:.1%})" for digit, p in r["top3"][1:])
-        print(
-            f"{r['image']} + {r['number']}: digit {r['digit']}, sum {r['sum']} ({r['probability']:.1%}); "
-            f"next digits: {others}"
+        first, second = (
+            f"digit {x['digit']}, sum {x['sum']} ({x['probability']:.1%})"
+            for x in r["readings"]
         )
+        print(f"{r['image']} + {r['number']}: {first if r['sure'] else f'not sure: {first}, or {second}'}")
 
 
 if __name__ == "__main__":

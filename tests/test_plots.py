@@ -43,3 +43,14 @@ def test_a_folder_without_events_is_refused_in_one_line(tmp_path, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} has no TensorBoard events")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_calibration_draws_the_reliability_and_writes_risk_and_coverage(run_dir, tmp_path, fake_mnist):
+    main(["calibration", str(run_dir / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "cal.png")])
+    assert (tmp_path / "cal.png").stat().st_size > 10_000
+    report = (tmp_path / "cal.md").read_text()
+    assert "| validation, 100 |" in report and "| test, 200 |" in report
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| 0.")]
+    assert len(rows) == 9
+    coverage = [float(row[1].rstrip(" %")) for row in rows]
+    assert coverage == sorted(coverage, reverse=True)  # a higher threshold is sure of fewer answers

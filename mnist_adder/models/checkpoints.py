@@ -144,4 +144,5 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
         net.load_state_dict(
             {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         )
+        net.temperature = float(checkpoint.get("temperature", 1.0))  # fit on validation; 1 if never fit
     return net.eval()

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mnist_adder import FROM_RECIPE, UserError, with_recipe
 from mnist_adder.data.mnist import DIGIT_CLASSES, IMAGE_SHAPE
 from mnist_adder.data.pairing import NumberBatch, holdout_mask
-from mnist_adder.models.nets import adder_net
+from mnist_adder.models.nets import adder_net, fit_temperature
 
 
 def check_data(model: TaskModule, data_target: str) -> None:
@@ -222,6 +223,8 @@ class DigitPlusNumberModule(TaskModule):
         self.test_metrics = stage_metrics(losses, evaluated, evaluation=True)
         # What the model summary runs once, to show every layer's shapes and multiply-adds.
         self.example_input_array = (torch.zeros(1, *IMAGE_SHAPE), torch.zeros(1, dtype=torch.long))
+        # Validation's and test's answers: log-probabilities at temperature 1, true digits (`calibrate`).
+        self.answers_seen: list[tuple[Tensor, Tensor]] = []
 
     @property
     def supervises_digit(self) -> bool:
@@ -264,9 +267,48 @@ class DigitPlusNumberModule(TaskModule):
         if stage == "train":
             return {"loss": loss}
         digit_pred, total_pred = self.net.answers(*logits)
+        self.answers_seen.append((self.net.answer_log_probs(*logits, temperature=1.0), digit))
         metrics["answer_acc"].update((digit_pred == digit).float())
         # An adder reads its digit from its sum: a sum out of number..number+9 is a digit out of 0..9.
         impossible = (head_total < number) | (head_total >= number + DIGIT_CLASSES)
         metrics["contradictions"].update(((head_total != head_digit + number) | impossible).float())
         predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
         return {"loss": loss, **predictions}
+
+    def calibrate(self, stage: str, fit: bool) -> None:
+        """Log the expected calibration error (15 bins) of the answers' probabilities seen in this stage, at
+        temperature 1 (`{stage}/ece`) and at the net's (`{stage}/ece_calibrated`). `fit`: first fit the
+        net's temperature on them (validation; the checkpoint saved next keeps it)."""
+        log_probs, digit = (torch.cat(part) for part in zip(*self.answers_seen, strict=True))
+        self.answers_seen = []
+        if self.trainer.world_size > 1:  # every process fits on all of them, and so agrees
+            log_probs, digit = (self.all_gather(part).flatten(0, 1) for part in (log_probs, digit))
+        if fit:
+            self.net.temperature = fit_temperature(log_probs, digit)
+        for name, temperature in (("ece", 1.0), ("ece_calibrated", self.net.temperature)):
+            probs = (log_probs / temperature).softmax(dim=1)
+            ece = multiclass_calibration_error(probs, digit, DIGIT_CLASSES, n_bins=15)
+            self.log(f"{stage}/{name}", ece)
+        self.log(f"{stage}/temperature", self.net.temperature)
+
+    def on_validation_epoch_start(self) -> None:
+        self.answers_seen = []
+
+    def on_validation_epoch_end(self) -> None:
+        self.calibrate("val", fit=True)
+        super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self) -> None:
+        self.answers_seen = []
+
+    def on_test_epoch_end(self) -> None:
+        self.calibrate("test", fit=False)
+        super().on_test_epoch_end()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["temperature"] = self.net.temperature
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.net.temperature = float(checkpoint.get("temperature", 1.0))

@@ -284,6 +284,11 @@ class ReferenceSumHead(nn.Module):
         return self.layers(with_number(digit_logits, number))
 
 
+# An answer less likely than this is shown as "not sure", with the next likeliest reading. Chosen on the
+# shipped model's validation images: `python -m mnist_adder.plots calibration` (results/calibration.md).
+NOT_SURE_BELOW = 0.95
+
+
 class AdderNet(nn.Module):
     """(B, 1, 28, 28) images and (B,) int64 numbers in 0..9 -> (B, 10) digit and (B, 19) sum logits.
 
@@ -295,11 +300,15 @@ class AdderNet(nn.Module):
     `digit_from_sum`: the net was trained on sums alone (its digit head is untrained), so its answer rests
     on the sum head alone, at the sums n..n+9. The published sum-only head (`ReferenceSumHead`) gives 20
     sum logits; the 20th is never right, and never an answer.
+
+    `temperature` scales the answers' probabilities (`fit_temperature`): training fits it on the validation
+    images after each validation, and a checkpoint keeps it (one written before it existed gets 1).
     """
 
     def __init__(self, backbone: nn.Module, sum_head: nn.Module, digit_from_sum: bool = False) -> None:
         super().__init__()
         self.backbone, self.sum_head, self.digit_from_sum = backbone, sum_head, digit_from_sum
+        self.temperature = 1.0
 
     def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
         digit_logits = self.backbone(image.contiguous(memory_format=torch.channels_last))
@@ -311,14 +320,17 @@ class AdderNet(nn.Module):
         total = sum_logits.argmax(dim=1)
         return (total - number if self.digit_from_sum else digit_logits.argmax(dim=1)), total
 
-    def answer_log_probs(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> Tensor:
+    def answer_log_probs(
+        self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor, temperature: float | None = None
+    ) -> Tensor:
         """(B, 10) log-probabilities of the consistent answers "digit d, sum d + number", d = 0..9:
-        log p_digit(d) + log p_sum(d + number), normalised over d (an adder's: log p_sum(d + number))."""
+        log p_digit(d) + log p_sum(d + number) (an adder's: log p_sum(d + number)), divided by the
+        `temperature` (default: the net's) and normalised over d."""
         sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
         scores = sum_logits.log_softmax(dim=1).gather(1, sums)
         if not self.digit_from_sum:
             scores = scores + digit_logits.log_softmax(dim=1)
-        return scores.log_softmax(dim=1)
+        return (scores / (self.temperature if temperature is None else temperature)).log_softmax(dim=1)
 
     def answers(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
         """The consistent answers of the logits: digits (B,) int64 in 0..9, and their sums digit + number."""
@@ -339,6 +351,26 @@ class AdderNet(nn.Module):
         digit_probs = self.answer_log_probs(digit_logits, sum_logits, number).exp()
         sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
         return digit_probs, torch.zeros_like(sum_logits).scatter(1, sums, digit_probs)
+
+
+def fit_temperature(log_probs: Tensor, target: Tensor) -> float:
+    """The temperature T that makes softmax(log_probs / T) most likely for (N, C) log-probabilities and
+    (N,) int64 targets: temperature scaling (Guo et al. 2017). The order of the classes stays, so no answer
+    changes, only how sure it is said to be. L-BFGS on log T, kept within [1/20, 20]."""
+    with torch.inference_mode(False), torch.enable_grad():
+        log_probs = log_probs.detach().float().cpu().clamp(min=-1e4).clone()  # no -inf: a finite loss
+        target = target.detach().cpu().clone()
+        log_t = torch.zeros((), requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], max_iter=50, line_search_fn="strong_wolfe")
+
+        def nll() -> Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(log_probs / log_t.exp(), target)
+            loss.backward()
+            return loss
+
+        optimizer.step(nll)
+    return float(log_t.detach().clamp(-math.log(20), math.log(20)).exp())
 
 
 def build(spec: dict[str, Any] | nn.Module) -> nn.Module:
