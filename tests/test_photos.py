@@ -1,0 +1,91 @@
+"""Any picture prepared as MNIST's digits were made (`mnist_adder.data.photos`), whatever happened to it
+first: uneven light flattened, blocky enlargements smoothed, fine strokes thickened. Unit tests on drawn
+strokes, then each kind of damage of `mnist_adder.data.damage` put on 500 of MNIST's test digits and read
+back by the shipped model."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_adder import DATA_DIR
+from mnist_adder.data.damage import DAMAGE, lit_from_one_side, on_paper, pixels_of
+from mnist_adder.data.mnist import fetch_mnist, load_mnist
+from mnist_adder.data.photos import MNIST_STROKE_WIDTH, flatten_light, ink_on_dark, thicken, to_mnist, unblock
+from mnist_adder.models.checkpoints import load_net
+from tests.conftest import REFERENCE_CHECKPOINT
+
+# % of the 500 digits read right by the shipped model when the preparation was a plain crop, scale to
+# 20x20 and centring (commit 6741b24): the floor of each case.
+FLOORS = {
+    "clean": 99.8, "8x8 blocky": 82.2, "8x8 smooth": 91.2, "4x blocky": 99.8, "large photo": 99.8,
+    "fine pen": 88.8, "broad pen": 97.4, "blur and JPEG": 99.2, "uneven light": 33.8, "wide margins": 99.8,
+}  # fmt: skip
+
+
+def an_eight(size: int = 28, width: int = 3) -> torch.Tensor:
+    """(size, size) uint8, two rings of `width`, ink bright."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    image = torch.zeros(size, size)
+    for center_y in (0.3 * size, 0.7 * size):
+        distance = ((ys - center_y) ** 2 + (xs - size / 2) ** 2).sqrt()
+        image[(distance - 0.18 * size).abs() < width / 2] = 1
+    return (255 * image).to(torch.uint8)
+
+
+def test_a_page_lit_from_one_side_is_flattened_to_even_paper():
+    page = ink_on_dark(lit_from_one_side(on_paper(an_eight(112, 10))))
+    assert page[:, :10].mean() > 0.4  # the dark side of the page looks like ink
+    flat = flatten_light(page)
+    paper = an_eight(112, 10) == 0
+    assert flat[paper].max() < 0.1 and flat[~paper].mean() > 0.6  # ink in the shade is dimmer
+
+
+def test_even_paper_is_left_as_it_was():
+    eight = an_eight().float() / 255
+    assert torch.allclose(flatten_light(eight), eight, atol=1e-5)
+
+
+def test_a_blocky_enlargement_is_made_smooth_and_a_plain_digit_left_alone():
+    eight = an_eight().float() / 255
+    blocky = eight.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    smooth = F.interpolate(eight[None, None], size=(112, 112), mode="bicubic")[0, 0].clamp(0, 1)
+    assert torch.allclose(unblock(blocky), smooth, atol=1e-5)  # the picture it was made from, enlarged
+    assert torch.equal(unblock(eight), eight)
+    scan = eight[::6, ::6].repeat_interleave(16, 0).repeat_interleave(16, 1)  # 5x5: too small to undo
+    assert torch.equal(unblock(scan), scan)
+
+
+def test_a_fine_stroke_is_thickened_to_mnists_width_and_a_broad_one_left_alone():
+    def width(fine: torch.Tensor) -> float:
+        ink = (fine > 0.5).float()
+        return float(2 * ink.sum() / (ink + F.max_pool2d(-ink, 3, 1, 1)).sum()) / 4
+
+    fine = an_eight(80, 2).float()[None, None] / 255
+    assert width(fine) < 1 and abs(width(thicken(fine)) - MNIST_STROKE_WIDTH) < 0.5
+    broad = an_eight(80, 14).float()[None, None] / 255
+    assert torch.equal(thicken(broad), broad)
+
+
+def test_the_damage_keeps_the_digit_and_makes_a_picture():
+    eight = an_eight()
+    for name, damage in DAMAGE.items():
+        picture = damage(eight)
+        assert picture.mode == "L" and min(picture.size) >= 28, name
+        assert pixels_of(picture).float().mean() > 127, f"{name}: dark ink on light paper"
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    fetch_mnist(DATA_DIR)
+    images, digits = load_mnist(DATA_DIR, train=False)
+    return images[:500], digits[:500]
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_test_digit_is_read_at_least_as_well_as_before(test_digits, damage):
+    images, digits = test_digits
+    net = load_net(REFERENCE_CHECKPOINT)
+    prepared = torch.stack([to_mnist(ink_on_dark(DAMAGE[damage](image))) for image in images])
+    answer, _ = net.predict(prepared, torch.arange(len(digits)) % 10)
+    assert 100 * (answer == digits).float().mean() >= FLOORS[damage]
