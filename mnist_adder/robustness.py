@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -93,9 +94,21 @@ def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
     ]
 
 
-def prepared(pictures: list[Image.Image]) -> Tensor:
-    """Pictures -> (N, 1, 28, 28) normalised, as predict prepares a file."""
-    return torch.stack([to_mnist(ink_on_dark(picture)) for picture in pictures])
+def prepared(pictures: Iterable[Image.Image]) -> tuple[Tensor, int]:
+    """Pictures -> (N, 1, 28, 28) normalised, as predict prepares a file, and how many had no ink left
+    (predict refuses those; here the net reads a blank field for each, and is scored on what it says)."""
+    images, blank = [], 0
+    for picture in pictures:
+        try:
+            images.append(to_mnist(ink_on_dark(picture)))
+        except UserError:  # the damage left no ink
+            images.append(normalise(torch.zeros(28, 28, dtype=torch.uint8)))
+            blank += 1
+    return torch.stack(images), blank
+
+
+def named(name: str, blank: int) -> str:
+    return f"{name} ({blank} with no ink left)" if blank else name
 
 
 def report(checkpoint: str, limit: int | None) -> str:
@@ -107,10 +120,11 @@ def report(checkpoint: str, limit: int | None) -> str:
     images, digits = (part[:limit] for part in load_mnist(DATA_DIR, train=False))
     rows = [["MNIST test, as tensors", *scores(net, normalise(images), digits)]]
     for name, damage in DAMAGE.items():
-        pictures = [damage(image) for image in images]
-        rows.append([f"MNIST test, {name}, as a file", *scores(net, prepared(pictures), digits)])
+        prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
+        rows.append([named(f"MNIST test, {name}, as a file", blank), *scores(net, prepared_images, digits)])
     for name, (pictures, target) in other_handwriting(limit).items():
-        rows.append([name, *scores(net, prepared(pictures), target)])
+        prepared_images, blank = prepared(pictures)
+        rows.append([named(name, blank), *scores(net, prepared_images, target)])
     command = "python -m mnist_adder.robustness" + (f" --limit {limit}" if limit else "")
     path = Path(checkpoint).resolve()
     shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path

@@ -89,3 +89,15 @@ def test_a_damaged_test_digit_is_read_at_least_as_well_as_before(test_digits, da
     prepared = torch.stack([to_mnist(ink_on_dark(DAMAGE[damage](image))) for image in images])
     answer, _ = net.predict(prepared, torch.arange(len(digits)) % 10)
     assert 100 * (answer == digits).float().mean() >= FLOORS[damage]
+
+
+@pytest.mark.mnist
+def test_the_robustness_report_has_a_row_per_set_and_names_its_command(tmp_path):
+    from mnist_adder.robustness import main
+
+    main(["--checkpoint", REFERENCE_CHECKPOINT, "--limit", "30", "--out", str(tmp_path / "r.md")])
+    report = (tmp_path / "r.md").read_text()
+    assert "`python -m mnist_adder.robustness --limit 30 --checkpoint lightning_logs/reference/" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and " | 30 | " in line]
+    assert len(rows) == 1 + len(DAMAGE) + 2  # MNIST as tensors, each damage, the other handwriting twice
+    assert all(len(row.split(" | ")) == 12 for row in rows)
