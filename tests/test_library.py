@@ -8,6 +8,7 @@ model/sum_head=exact` and `model=mnist_addition data=mnist_addition model/backbo
 which holds the absolute folder they were written to and which loading never reads, was removed.
 """
 
+import re
 import subprocess
 import sys
 
@@ -146,4 +147,6 @@ def test_predict_and_the_demo_answer_with_a_checkpoint_from_before_the_move():
     page = torch.zeros(280, 280, 4, dtype=torch.uint8)
     page[40:240, 120:160, 3] = 255  # a stroke of opaque ink, as the sketchpad gives
     digits, sums, text = answer(load_net(ADDER_BEFORE), {"composite": page.numpy()}, 3)
-    assert len(digits) == 10 and len(sums) == 19 and text.startswith("digit ")
+    assert len(digits) == 10 and len(sums) == 19 and text.startswith(("digit ", "not sure: "))
+    readings = re.findall(r"(\d) \+ 3 = (\d+)", text)  # a model trained 3 batches is rarely sure
+    assert readings and all(int(total) == int(digit) + 3 for digit, total in readings)

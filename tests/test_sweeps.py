@@ -59,9 +59,12 @@ def test_a_dead_sweep_resumed_on_its_study_runs_only_the_trials_still_owed(tmp_p
     command = search(tmp_path, "hydra.sweeper.n_trials=3", *kill)
     sweep = start(command)
     sweep.wait(timeout=600)
+    sweep.output.seek(0)
+    printed = sweep.output.read()[-3000:]  # what the sweep said, if it died some other way
     (folder,) = (tmp_path / "multirun").iterdir()
     before = {trial: path / "metrics.json" for trial, path in trial_folders(tmp_path).items()}
-    assert set(before) == {0, 1} and before[0].is_file() and not before[1].exists()
+    assert set(before) == {0, 1}, f"exit code {sweep.returncode}: {printed}"
+    assert before[0].is_file() and not before[1].exists()
     stamp = before[0].stat().st_mtime_ns
 
     (output,) = finish(start([*command, f"hydra.sweep.dir={folder}"]))  # the docs' resume command

@@ -278,12 +278,15 @@ class DigitPlusNumberModule(TaskModule):
     def calibrate(self, stage: str, fit: bool) -> None:
         """Log the expected calibration error (15 bins) of the answers' probabilities seen in this stage, at
         temperature 1 (`{stage}/ece`) and at the net's (`{stage}/ece_calibrated`). `fit`: first fit the
-        net's temperature on them (validation; the checkpoint saved next keeps it)."""
+        net's temperature on them (validation, but not Lightning's sanity check of a few batches; the
+        checkpoint saved next keeps it)."""
+        if not self.answers_seen:
+            return
         log_probs, digit = (torch.cat(part) for part in zip(*self.answers_seen, strict=True))
         self.answers_seen = []
         if self.trainer.world_size > 1:  # every process fits on all of them, and so agrees
             log_probs, digit = (self.all_gather(part).flatten(0, 1) for part in (log_probs, digit))
-        if fit:
+        if fit and not self.trainer.sanity_checking:
             self.net.temperature = fit_temperature(log_probs, digit)
         for name, temperature in (("ece", 1.0), ("ece_calibrated", self.net.temperature)):
             probs = (log_probs / temperature).softmax(dim=1)

@@ -370,6 +370,8 @@ def fit_temperature(log_probs: Tensor, target: Tensor) -> float:
             return loss
 
         optimizer.step(nll)
+    if not torch.isfinite(log_t):  # a line search that ran off: leave the probabilities as they are
+        return 1.0
     return float(log_t.detach().clamp(-math.log(20), math.log(20)).exp())
 
 
