@@ -125,9 +125,9 @@ def run_lengths(lines: Tensor, tolerance: float) -> Tensor:
 
 
 def thicken(fine: Tensor) -> Tensor:
-    """(1, 1, 80, w) ink in [0, 1], a digit at 4x its 20-pixel size -> the same, its strokes grown to
-    `MNIST_STROKE_WIDTH` if they are thinner than `THINNEST_STROKE` (a fine pen). Thick strokes are left
-    alone: thinning them cost accuracy on validation."""
+    """(1, 1, 4h, 4w) ink in [0, 1], a digit at 4 times its (h, w) in the 20x20 box -> the same, its strokes
+    grown to `MNIST_STROKE_WIDTH` if they are thinner than `THINNEST_STROKE` (a fine pen). Thick strokes
+    are left alone: thinning them cost accuracy on validation."""
     ink = (fine > 0.5).float()
     perimeter = (ink + F.max_pool2d(-ink, 3, 1, 1)).sum()  # ink pixels with a background neighbour
     width = float(2 * ink.sum() / perimeter.clamp(min=1)) / 4
