@@ -24,13 +24,12 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
-from mnist_adder.data.mnist import DIGIT_CLASSES, MNIST_MEAN, MNIST_STD
+from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.models.checkpoints import load_net, read_checkpoint
-from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
+from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AdderNet, calibration_error
 from mnist_adder.runs import app
 from mnist_adder.runs.provenance import commit, hardware
 
@@ -116,7 +115,6 @@ def samples_figure(checkpoint: str, data_dir: Path, shown: int = 12, mistakes: i
 
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
-BINS = 15  # of the expected calibration error and the reliability diagram
 TARGET_RISK = 0.001  # "not sure" below the lowest threshold whose sure answers on validation are this right
 
 
@@ -129,10 +127,6 @@ def answers_of(net: AdderNet, dataset: torch.utils.data.Dataset) -> tuple[Tensor
             image, number = images[start : start + 1000], numbers[start : start + 1000]
             parts.append(net.answer_log_probs(*net(image, number), number, temperature=1.0))
     return torch.cat(parts), digits
-
-
-def ece(probs: Tensor, digits: Tensor) -> float:
-    return float(multiclass_calibration_error(probs, digits, DIGIT_CLASSES, n_bins=BINS))
 
 
 def risk_coverage(probs: Tensor, digits: Tensor) -> list[tuple[float, float]]:
@@ -150,7 +144,7 @@ def risk_coverage(probs: Tensor, digits: Tensor) -> list[tuple[float, float]]:
 def reliability_figure(probs: dict[str, Tensor], digits: Tensor) -> plt.Figure:
     """One reliability diagram per named (N, 10) probabilities: accuracy against confidence, in bins."""
     figure, axes = plt.subplots(1, len(probs), figsize=(5 * len(probs), 4.4), sharey=True, squeeze=False)
-    edges = torch.linspace(0, 1, BINS + 1)
+    edges = torch.linspace(0, 1, ECE_BINS + 1)
     for ax, (name, p) in zip(axes.flat, probs.items(), strict=True):
         confidence, answer = p.max(dim=1)
         right = (answer == digits).float()
@@ -158,10 +152,10 @@ def reliability_figure(probs: dict[str, Tensor], digits: Tensor) -> plt.Figure:
         for b, left in enumerate(edges[:-1].tolist()):
             inside = which == b
             if inside.any():
-                ax.bar(left, right[inside].mean().item(), 1 / BINS, align="edge", color="tab:blue", ec="k")
-                ax.text(left + 0.5 / BINS, 0.02, int(inside.sum()), ha="center", fontsize=7, rotation=90)
+                ax.bar(left, right[inside].mean().item(), 1 / ECE_BINS, align="edge", color="C0", ec="k")
+                ax.text(left + 0.5 / ECE_BINS, 0.02, int(inside.sum()), ha="center", fontsize=7, rotation=90)
         ax.plot([0, 1], [0, 1], "--", color="gray")
-        ax.set_title(f"{name}: ECE {100 * ece(p, digits):.2f} %", fontsize=10)
+        ax.set_title(f"{name}: ECE {100 * calibration_error(p, digits):.2f} %", fontsize=10)
         ax.set_xlabel("confidence of the answer (images per bin at its foot)")
     axes.flat[0].set_ylabel("accuracy of the answers")
     figure.suptitle(f"Reliability on {len(digits):,} test images", fontsize=11)
@@ -190,7 +184,7 @@ def calibration_report(checkpoint: str, data_dir: Path) -> tuple[plt.Figure, str
         f"`python -m mnist_adder.plots calibration {checkpoint}` ({datetime.now():%Y-%m-%d}, commit",
         f"{commit() or 'unknown'}, {hardware()}). The answer is the most likely digit and sum that add up;",
         "its confidence, the probability shown, is divided by a temperature T fit on the validation images",
-        f"(Guo et al. 2017), which changes no answer. Expected calibration error, {BINS} bins:",
+        f"(Guo et al. 2017), which changes no answer. Expected calibration error, {ECE_BINS} bins:",
         "",
         "| images | answer accuracy | ECE before (T = 1) | ECE after |",
         "|---|---|---|---|",
@@ -198,7 +192,7 @@ def calibration_report(checkpoint: str, data_dir: Path) -> tuple[plt.Figure, str
     tables = {}
     for split, (log_probs, digits) in splits.items():
         accuracy = (log_probs.argmax(dim=1) == digits).float().mean()
-        before, after = (ece((log_probs / t).softmax(dim=1), digits) for t in temperatures.values())
+        before, after = (calibration_error((log_probs / t).softmax(1), digits) for t in temperatures.values())
         cells = [f"{100 * accuracy:.2f} %", f"{100 * before:.3f} %", f"{100 * after:.3f} %"]
         lines.append(f"| {split}, {len(digits):,} | {' | '.join(cells)} |")
         tables[split] = risk_coverage((log_probs / net.temperature).softmax(dim=1), digits)

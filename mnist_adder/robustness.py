@@ -27,14 +27,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mnist_adder import DATA_DIR, PROJECT_ROOT, UserError
 from mnist_adder.data.damage import BICUBIC, DAMAGE, NEAREST, on_paper, resized
 from mnist_adder.data.mnist import DIGIT_CLASSES, fetch_mnist, load_mnist, normalise
 from mnist_adder.data.photos import ink_on_dark, to_mnist
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
+from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AdderNet, calibration_error
 from mnist_adder.runs import app
 from mnist_adder.runs.provenance import commit, hardware
 
@@ -69,14 +68,10 @@ def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
     probs = (log_probs / net.temperature).softmax(dim=1)
     confidence, answer = probs.max(dim=1)
     wrong, sure = answer != digits, confidence >= NOT_SURE_BELOW
-    impossible = (head_sum < numbers) | (head_sum >= numbers + DIGIT_CLASSES)
-    disagree = (head_sum != head_digit + numbers) | impossible
 
     def percent(share: Tensor | float) -> str:
         return f"{100 * float(share):.2f} %"
 
-    def ece(p: Tensor) -> str:
-        return percent(multiclass_calibration_error(p, digits, DIGIT_CLASSES, n_bins=15))
 
     confusions = Counter(zip(digits[wrong].tolist(), answer[wrong].tolist(), strict=True)).most_common(3)
     return [
@@ -84,9 +79,9 @@ def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
         percent((~wrong).float().mean()),
         percent((head_digit == digits).float().mean()),
         percent((head_sum == digits + numbers).float().mean()),
-        percent(disagree.float().mean()),
-        ece(log_probs.exp()),
-        ece(probs),
+        percent(net.heads_disagree(*logits, numbers).float().mean()),
+        percent(calibration_error(log_probs.exp(), digits)),
+        percent(calibration_error(probs, digits)),
         f"{int((wrong & (confidence > CONFIDENT)).sum())} of {int(wrong.sum())}",
         percent(sure.float().mean()),
         percent((wrong & sure).sum() / sure.sum().clamp(min=1)),
@@ -134,7 +129,7 @@ def report(checkpoint: str, limit: int | None) -> str:
         f"`{command} --checkpoint {shown}`",
         f"({datetime.now():%Y-%m-%d}, commit {commit() or 'unknown'}, {hardware()}). Each image is paired",
         "with a random number (seed 0). The answer is the digit and sum that add up; each head's accuracy is",
-        "its own. ECE: 15 bins, before and after the checkpoint's temperature",
+        f"its own. ECE: {ECE_BINS} bins, before and after the checkpoint's temperature",
         f"({net.temperature:.3f}). Shown as sure: confidence at least {NOT_SURE_BELOW:g}. The damage is",
         "`mnist_adder/data/damage.py`'s; the other handwriting is held out (see the command's docstring).",
         "",

@@ -40,7 +40,7 @@ def test_a_checkpoint_written_before_calibration_loads_at_temperature_one():
     assert load_net(ADDER_BEFORE).temperature == 1.0
 
 
-def test_an_unsure_answer_says_so_and_gives_the_two_likeliest_readings(capsys):
+def test_an_unsure_answer_says_so_and_gives_the_two_likeliest_readings():
     net = load_net(REFERENCE_CHECKPOINT)
     image = predict.to_mnist(predict.read_image("notebooks/seven.png"))[None]
     (sure,) = predict.predict(net, image, torch.tensor([3]))
@@ -55,7 +55,7 @@ def test_an_unsure_answer_says_so_and_gives_the_two_likeliest_readings(capsys):
     assert answer(net, drawing, 3)[2].startswith("not sure: 7 + 3 = 10 (")
 
 
-def test_predict_prints_not_sure_for_a_guess(tmp_path, monkeypatch, capsys):
+def test_predict_prints_not_sure_for_a_guess(monkeypatch, capsys):
     monkeypatch.setattr(predict, "NOT_SURE_BELOW", 1.01)  # nothing is that sure
     predict.main(["--checkpoint", REFERENCE_CHECKPOINT, "notebooks/seven.png", "3"])
     printed = capsys.readouterr().out

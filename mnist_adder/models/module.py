@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from mnist_adder import FROM_RECIPE, UserError, with_recipe
-from mnist_adder.data.mnist import DIGIT_CLASSES, IMAGE_SHAPE
+from mnist_adder.data.mnist import IMAGE_SHAPE
 from mnist_adder.data.pairing import NumberBatch, holdout_mask
-from mnist_adder.models.nets import adder_net, fit_temperature
+from mnist_adder.models.nets import adder_net, calibration_error, fit_temperature
 
 
 def check_data(model: TaskModule, data_target: str) -> None:
@@ -269,17 +268,15 @@ class DigitPlusNumberModule(TaskModule):
         digit_pred, total_pred = self.net.answers(*logits)
         self.answers_seen.append((self.net.answer_log_probs(*logits, temperature=1.0), digit))
         metrics["answer_acc"].update((digit_pred == digit).float())
-        # An adder reads its digit from its sum: a sum out of number..number+9 is a digit out of 0..9.
-        impossible = (head_total < number) | (head_total >= number + DIGIT_CLASSES)
-        metrics["contradictions"].update(((head_total != head_digit + number) | impossible).float())
+        metrics["contradictions"].update(self.net.heads_disagree(*logits).float())
         predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
         return {"loss": loss, **predictions}
 
     def calibrate(self, stage: str, fit: bool) -> None:
-        """Log the expected calibration error (15 bins) of the answers' probabilities seen in this stage, at
-        temperature 1 (`{stage}/ece`) and at the net's (`{stage}/ece_calibrated`). `fit`: first fit the
-        net's temperature on them (validation, but not Lightning's sanity check of a few batches; the
-        checkpoint saved next keeps it)."""
+        """Log the expected calibration error (`calibration_error`) of the answers' probabilities seen in
+        this stage, at temperature 1 (`{stage}/ece`) and at the net's (`{stage}/ece_calibrated`). `fit`:
+        first fit the net's temperature on them (validation, but not Lightning's sanity check of a few
+        batches; the checkpoint saved next keeps it)."""
         if not self.answers_seen:
             return
         log_probs, digit = (torch.cat(part) for part in zip(*self.answers_seen, strict=True))
@@ -289,9 +286,7 @@ class DigitPlusNumberModule(TaskModule):
         if fit and not self.trainer.sanity_checking:
             self.net.temperature = fit_temperature(log_probs, digit)
         for name, temperature in (("ece", 1.0), ("ece_calibrated", self.net.temperature)):
-            probs = (log_probs / temperature).softmax(dim=1)
-            ece = multiclass_calibration_error(probs, digit, DIGIT_CLASSES, n_bins=15)
-            self.log(f"{stage}/{name}", ece)
+            self.log(f"{stage}/{name}", calibration_error((log_probs / temperature).softmax(dim=1), digit))
         self.log(f"{stage}/temperature", self.net.temperature)
 
     def on_validation_epoch_start(self) -> None:

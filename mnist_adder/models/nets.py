@@ -284,6 +284,8 @@ class ReferenceSumHead(nn.Module):
         return self.layers(with_number(digit_logits, number))
 
 
+ECE_BINS = 15  # of every expected calibration error the project reports (Guo et al. 2017 use 15)
+
 # An answer less likely than this is shown as "not sure", with the next likeliest reading. Chosen on the
 # shipped model's validation images: `python -m mnist_adder.plots calibration` (results/calibration.md).
 NOT_SURE_BELOW = 0.95
@@ -319,6 +321,12 @@ class AdderNet(nn.Module):
         which may fall outside 0..9 (a miss)."""
         total = sum_logits.argmax(dim=1)
         return (total - number if self.digit_from_sum else digit_logits.argmax(dim=1)), total
+
+    def heads_disagree(self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor) -> Tensor:
+        """(B,) bool: where the heads' own answers contradict each other: the sum is not the digit + number,
+        or (an adder, whose digit is its sum - number) the sum is out of number..number+9."""
+        digit, total = self.head_answers(digit_logits, sum_logits, number)
+        return (total != digit + number) | (total < number) | (total >= number + DIGIT_CLASSES)
 
     def answer_log_probs(
         self, digit_logits: Tensor, sum_logits: Tensor, number: Tensor, temperature: float | None = None
@@ -373,6 +381,13 @@ def fit_temperature(log_probs: Tensor, target: Tensor) -> float:
     if not torch.isfinite(log_t):  # a line search that ran off: leave the probabilities as they are
         return 1.0
     return float(log_t.detach().clamp(-math.log(20), math.log(20)).exp())
+
+
+def calibration_error(probs: Tensor, target: Tensor) -> float:
+    """The expected calibration error of (N, C) probabilities for (N,) int64 targets, in `ECE_BINS` bins."""
+    from torchmetrics.functional.classification import multiclass_calibration_error  # off predict's path
+
+    return float(multiclass_calibration_error(probs, target, probs.shape[1], n_bins=ECE_BINS))
 
 
 def build(spec: dict[str, Any] | nn.Module) -> nn.Module:
