@@ -7,6 +7,8 @@ Hydra commands are composed with the real config (sweeps at their first value, p
 import importlib
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 from hydra import compose, initialize
@@ -81,3 +83,17 @@ def test_a_readme_hydra_command_composes(words):
 def test_a_readme_command_names_a_module_that_runs(words):
     module = importlib.import_module(words[2])
     assert callable(getattr(module, "main", None)), f"{words[2]} has no main()"
+
+
+STUDIES = ("mnist_adder.robustness", "mnist_adder.plots")  # the guides' commands that write a report
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("words", [w for w in COMMANDS if w[2] in STUDIES], ids=" ".join)
+def test_a_guides_report_command_runs_as_pasted(words, tmp_path):
+    (tmp_path / "lightning_logs").symlink_to(PROJECT_ROOT / "lightning_logs")  # its paths, from the project
+    result = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = re.findall(r"^wrote (.+)$", result.stdout, re.M)
+    assert written and all((tmp_path / path).is_file() for path in written)
