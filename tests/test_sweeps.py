@@ -39,7 +39,10 @@ def trial_folders(log_dir: Path) -> dict[int, Path]:
 def test_a_trial_that_falls_behind_is_pruned_and_stops_early(tmp_path):
     # A threshold no accuracy reaches: the pruner stops every trial once its warm-up epoch is over.
     prune_all = ["hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.1"]
-    (output,) = finish(start(search(tmp_path, "hydra.sweeper.n_trials=2", *prune_all)))
+    # A sweep folder named to the microsecond: the study, named after it, is the one its trials find only
+    # if the sweeper and the launcher read the same time (they once did not, on a new second).
+    to_the_microsecond = "hydra.sweep.dir=${paths.log_dir}/multirun/${now:%H-%M-%S-%f}"
+    (output,) = finish(start(search(tmp_path, "hydra.sweeper.n_trials=2", *prune_all, to_the_microsecond)))
     trials = the_study(tmp_path).trials
     assert [trial.state for trial in trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert [trial.user_attrs["pruned_at_epoch"] for trial in trials] == [1, 1]

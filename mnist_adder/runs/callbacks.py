@@ -177,16 +177,7 @@ class OptunaPruning(L.Callback):
         import optuna
 
         if trainer.is_global_zero:
-            for wait in (0.2, 0.5, 1, 2, 4, None):
-                try:
-                    study = optuna.load_study(
-                        study_name=self.study_name, storage=self.storage, pruner=self.pruner
-                    )
-                    break
-                except KeyError:  # "Record does not exist": seen twice in full test runs, a moment after the
-                    if wait is None:  # sweeper created the study; it read at once on every rerun
-                        raise
-                    time.sleep(wait)
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
             trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
             self.trial = optuna.Trial(study, trial_id)
 

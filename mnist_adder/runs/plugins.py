@@ -93,6 +93,10 @@ if optuna_sweeper is not None:
                 [*self._parse_sweeper_params_config(), *arguments]
             )
             space = {name: distribution for name, distribution in space.items() if name not in fixed}
+            # The name as the jobs read it. Hydra resolved this sweeper's settings in a copy of the config,
+            # so a `${now:}` in them (the default name is the sweep folder's) can be a second older than
+            # the sweep's own, which the launcher and every job share.
+            self.study_name = self.config.hydra.sweeper.study_name
             study = optuna.create_study(
                 study_name=self.study_name, storage=self.storage, sampler=self.sampler, pruner=self.pruner,
                 direction=self._get_directions()[0], load_if_exists=True,
