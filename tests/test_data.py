@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mnist_adder.data.datamodule as data
 from mnist_adder import UserError
@@ -43,6 +44,29 @@ def test_random_distortion_moves_each_image_its_own_way_and_keeps_the_background
     assert not torch.allclose(moved[0], moved[1])
     blank = torch.full((2, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
     assert torch.allclose(data.RandomDistortion(degrees=30)(blank), blank, atol=1e-5)
+
+
+def test_random_degradation_scans_at_low_resolution_and_changes_the_pen():
+    background, full = -MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD
+    images = torch.full((64, 1, 28, 28), background)
+    images[..., 4:24, 12:15] = full  # a "1", three pixels wide
+    assert torch.equal(data.RandomDegradation(resolution=0, stroke=0)(images), images)
+    scanned = data.RandomDegradation(resolution=1, sizes=(8, 8))(images)
+    ink = (images[:1] - background) * MNIST_STD
+    expected = F.interpolate(F.interpolate(ink, size=(8, 8), mode="area"), size=(28, 28), mode="bicubic")
+    expected = expected.clamp(0, 1) / expected.clamp(0, 1).max()
+    assert torch.allclose(scanned, expected / MNIST_STD + background, atol=1e-5)
+    assert torch.allclose(scanned.amax(dim=(1, 2, 3)), torch.tensor(full))  # the brightest ink is full again
+    inked = (data.RandomDegradation(resolution=0, stroke=1)(images) > 0.5 * full + 0.5 * background).sum(
+        dim=(1, 2, 3))  # fmt: skip
+    before = int((images[0] > 0.5 * full + 0.5 * background).sum())
+    assert (inked > before).any() and (inked < before).any()  # broader pens and finer ones
+    blank = torch.full((2, 1, 28, 28), background)
+    assert torch.allclose(data.RandomDegradation(resolution=1, stroke=1)(blank), blank, atol=1e-5)
+    with pytest.raises(UserError, match="probabilities in"):
+        data.RandomDegradation(resolution=2)
+    with pytest.raises(UserError, match=r"sizes must be \[smallest, largest\] within 2..28"):
+        data.RandomDegradation(sizes=(14, 7))
 
 
 @pytest.mark.parametrize("module", ["digit_plus_number", "mnist_addition"])

@@ -14,6 +14,7 @@ image is used once per epoch (60,000 images -> 60,000 // 2N sums), and the test 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -79,6 +80,7 @@ class MNISTAdditionDataModule(MNISTDataModule):
         seed: int = 0,
         eval_seed: int = FROM_RECIPE,
         augment: dict[str, float] | None = FROM_RECIPE,
+        degrade: dict[str, Any] | None = FROM_RECIPE,
         on_device: bool = False,
     ) -> None:
         settings = with_recipe("data/mnist_addition", locals())

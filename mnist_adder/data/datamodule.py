@@ -11,6 +11,7 @@ number; `addition_data`: two numbers written in images) -> batches -> the net.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,50 @@ class RandomDistortion(nn.Module):
         return F.grid_sample(images - background, grid, align_corners=False) + background
 
 
+class RandomDegradation(nn.Module):
+    """What a digit suffers on its way from another writer's page, drawn for each image of a (B, 1, 28, 28)
+    normalised batch. With probability `resolution`: a scan at low resolution, the 28x28 field shrunk by
+    area to s x s (s drawn from `sizes`, both ends included: the 20-pixel digit becomes 20 s / 28 pixels)
+    and enlarged again smoothly, as `mnist_adder.data.photos.to_mnist` prepares such a file. With
+    probability `stroke`: a pen finer or broader than the writer's, each stroke worn away or grown by half a
+    pixel a side. A degraded image is rescaled so that its brightest ink is full, as `to_mnist` does.
+    """
+
+    def __init__(self, resolution: float = 0.5, sizes: Sequence[int] = (7, 14), stroke: float = 0.0) -> None:
+        super().__init__()
+        if not (0 <= resolution <= 1 and 0 <= stroke <= 1):
+            raise UserError(f"data.degrade: resolution and stroke are probabilities in [0, 1], got "
+                            f"{resolution} and {stroke}")  # fmt: skip
+        if not 2 <= sizes[0] <= sizes[1] <= 28:
+            raise UserError(f"data.degrade.sizes must be [smallest, largest] within 2..28, got {list(sizes)}")
+        self.resolution, self.sizes, self.stroke = resolution, tuple(sizes), stroke
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Degraded images; the random draws come from `generator` (a CPU one), or torch's global one."""
+        background = -MNIST_MEAN / MNIST_STD
+        ink = ((images - background) * MNIST_STD).clamp(0, 1)
+        draws = torch.rand(len(images), 4, generator=generator)
+        smallest, largest = self.sizes
+        sizes = smallest + (draws[:, 1] * (largest - smallest + 1)).long().clamp(max=largest - smallest)
+        sizes[draws[:, 0] >= self.resolution] = 0  # 0: kept at full resolution
+        broader = draws[:, 3] < 0.5
+        worn = (draws[:, 2] < self.stroke).to(images.device)
+        changed = (sizes > 0).to(images.device) | worn
+        for size in sizes.unique().tolist():
+            if size:
+                chosen = (sizes == size).to(images.device)
+                small = F.interpolate(ink[chosen], size=(size, size), mode="area")
+                ink[chosen] = F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False)
+        if worn.any():
+            fine = F.interpolate(ink[worn], scale_factor=2, mode="bilinear", align_corners=False)
+            grown, shrunk = F.max_pool2d(fine, 3, 1, 1), -F.max_pool2d(-fine, 3, 1, 1)
+            pen = torch.where(broader.to(images.device)[worn, None, None, None], grown, shrunk)
+            ink[worn] = F.interpolate(pen, size=(28, 28), mode="area")
+        ink = ink.clamp(0, 1)
+        ink = ink / ink.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-3)
+        return torch.where(changed[:, None, None, None], ink / MNIST_STD + background, images)
+
+
 class MNISTDataModule(L.LightningDataModule):
     """What every task's data module shares: `val_size` validation images split off the official 60k
     training images by `eval_seed` (the same for every run), the 10k test images, loaders that give each
@@ -85,9 +130,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     A task's subclass turns images and digits into its samples (`make_dataset`). Training order and
     augmentation are drawn from (`seed`, epoch) alone, so a run resumed at epoch k trains exactly as if it
-    had never stopped. `augment` holds the `RandomDistortion` arguments, or None. `on_device` keeps every
-    split on the accelerator (see `data_device`). A batch's first element is its images,
-    (B, ..., 1, 28, 28): every image is augmented on its own.
+    had never stopped. `augment` and `degrade` hold the `RandomDistortion` and `RandomDegradation`
+    arguments, or None. `on_device` keeps every split on the accelerator (see `data_device`). A batch's
+    first element is its images, (B, ..., 1, 28, 28): every image is augmented on its own.
     """
 
     def __init__(self, settings: dict[str, Any]) -> None:
@@ -104,8 +149,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise UserError(f"seed must be an integer in 0..{2**32 - 1}, got {seed}")
         writable_folder(Path(settings["data_dir"]), "data.data_dir")
         self.save_hyperparameters(settings)
-        augment = settings["augment"]
+        augment, degrade = settings["augment"], settings["degrade"]
         self.augment = RandomDistortion(**augment) if augment else None
+        self.degrade = RandomDegradation(**degrade) if degrade else None
         self._augment_epoch, self._augment_generator = -1, None  # made per epoch; a Generator won't pickle
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -181,14 +227,18 @@ class MNISTDataModule(L.LightningDataModule):
         return self._eval_loader(self.test_set)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
+        augmenting = self.augment is not None or self.degrade is not None
+        if augmenting and self.trainer is not None and self.trainer.training:
             epoch = self.trainer.current_epoch
             if epoch != self._augment_epoch:
                 seed = derived_seed(self.hparams.seed, AUGMENT, epoch, self.trainer.global_rank)
                 self._augment_epoch, self._augment_generator = epoch, torch.Generator().manual_seed(seed)
             images, *rest = batch
-            augmented = self.augment(images.flatten(0, -4), self._augment_generator).view(images.shape)
-            batch = (augmented, *rest)
+            augmented = images.flatten(0, -4)
+            for augmentation in (self.augment, self.degrade):
+                if augmentation is not None:
+                    augmented = augmentation(augmented, self._augment_generator)
+            batch = (augmented.view(images.shape), *rest)
         return batch
 
 
@@ -213,6 +263,7 @@ class DigitPlusNumberDataModule(MNISTDataModule):
         seed: int = 0,
         eval_seed: int = FROM_RECIPE,
         augment: dict[str, float] | None = FROM_RECIPE,
+        degrade: dict[str, Any] | None = FROM_RECIPE,
         holdout_pairs: str | list[list[int]] | None = FROM_RECIPE,
         on_device: bool = False,
     ) -> None:
