@@ -101,3 +101,22 @@ def test_the_robustness_report_has_a_row_per_set_and_names_its_command(tmp_path)
     rows = [line for line in report.splitlines() if line.startswith("| ") and " | 30 | " in line]
     assert len(rows) == 1 + len(DAMAGE) + 2  # MNIST as tensors, each damage, the other handwriting twice
     assert all(len(row.split(" | ")) == 12 for row in rows)
+
+
+@pytest.mark.mnist
+def test_the_validation_report_reads_the_split_training_holds_out(tmp_path):
+    from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+    from mnist_adder.robustness import main, validation_digits
+
+    images, digits = validation_digits()
+    datamodule = DigitPlusNumberDataModule()
+    datamodule.setup("fit")
+    assert torch.equal(images, datamodule.val_set.images) and len(digits) == 5000
+    out = str(tmp_path / "v.md")
+    main(["--checkpoint", REFERENCE_CHECKPOINT, "--split", "val", "--limit", "30", "--out", out])
+    report = (tmp_path / "v.md").read_text()
+    command = "`python -m mnist_adder.robustness --split val --limit 30 --checkpoint lightning_logs/"
+    assert command in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and " | 30 | " in line]
+    assert len(rows) == 1 + len(DAMAGE) and all(row.startswith("| MNIST validation, ") for row in rows)
+    assert "Mean answer accuracy over the 10 sets read as files: " in report
