@@ -2,7 +2,8 @@
 package top (when the classes were `mnist_adder.module.*`, `mnist_adder.nets.*` and
 `mnist_adder.addition_module.*`).
 
-tests/checkpoints/ holds two short runs of that code (commit f87f90a), `model=sum_only model/backbone=tiny
+tests/checkpoints/ holds the reference run of that time (`model=dual`, trimmed as results/README.md says)
+and two short runs of that code (commit f87f90a), `model=sum_only model/backbone=tiny
 model/sum_head=exact` and `model=mnist_addition data=mnist_addition model/backbone=tiny`, each
 `debug=limit trainer.max_epochs=1 trainer.limit_train_batches=3`; their callbacks' and loops' state,
 which holds the absolute folder they were written to and which loading never reads, was removed.
@@ -26,7 +27,7 @@ from mnist_adder.models.addition import MNISTAdditionModule
 from mnist_adder.models.checkpoints import load_module, load_net
 from mnist_adder.models.module import DigitPlusNumberModule
 from mnist_adder.models.nets import AdderNet, ExactSumHead, TinyCNN
-from tests.conftest import REFERENCE_CHECKPOINT, compose_eval, compose_train
+from tests.conftest import DUAL_BEFORE, compose_eval, compose_train
 
 BEFORE_THE_MOVE = PROJECT_ROOT / "tests" / "checkpoints"
 ADDER_BEFORE = str(BEFORE_THE_MOVE / "adder-before-the-move.ckpt")
@@ -104,7 +105,7 @@ def test_a_built_net_trains_and_its_checkpoint_loads_with_the_same_net(tmp_path,
             load(path)
 
 
-@pytest.mark.parametrize("path", [REFERENCE_CHECKPOINT, ADDER_BEFORE], ids=["reference", "adder"])
+@pytest.mark.parametrize("path", [DUAL_BEFORE, ADDER_BEFORE], ids=["dual", "adder"])
 def test_a_checkpoint_from_before_the_move_loads_for_people_and_for_lightning(path):
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert saved["module_class"] == "mnist_adder.module.DigitPlusNumberModule"

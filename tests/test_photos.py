@@ -7,17 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_adder import DATA_DIR, PROJECT_ROOT
+from mnist_adder import DATA_DIR
 from mnist_adder.data.damage import DAMAGE, lit_from_one_side, on_paper, pixels_of
 from mnist_adder.data.mnist import fetch_mnist, load_mnist
 from mnist_adder.data.photos import MNIST_STROKE_WIDTH, flatten_light, ink_on_dark, thicken, to_mnist, unblock
 from mnist_adder.models.checkpoints import load_net
-from tests.conftest import REFERENCE_CHECKPOINT
+from tests.conftest import DUAL_BEFORE, REFERENCE_CHECKPOINT
 
 # % of the 500 digits read right by the model shipped until experiment=robust (model=dual, kept in
 # tests/checkpoints/) when the preparation was a plain crop, scale to 20x20 and centring (commit 6741b24):
 # the floor of each case, for the same model with today's preparation.
-DUAL_BEFORE = str(PROJECT_ROOT / "tests" / "checkpoints" / "dual-2026-11-27.ckpt")
 FLOORS = {
     "clean": 99.8, "8x8 blocky": 82.2, "8x8 smooth": 91.2, "4x blocky": 99.8, "large photo": 99.8,
     "fine pen": 88.8, "broad pen": 97.4, "blur and JPEG": 99.2, "uneven light": 33.8, "wide margins": 99.8,
