@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = data_class(**{**model.datamodule_settings, "data_dir": cfg.paths.data_dir})
     if cfg.split == "val" and datamodule.hparams.val_size == 0:
         raise UserError(f"split=val: {cfg.ckpt_path} was trained with no validation images (data.val_size=0)")
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=hydra.utils.instantiate(cfg.logger))
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=app.make_loggers(cfg.logger))
     (trainer.test if cfg.split == "test" else trainer.validate)(model, datamodule=datamodule)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     metrics["parameters"] = sum(p.numel() for p in model.parameters())

@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pruner = hydra.utils.instantiate(sweeper.pruner)
         callbacks.append(OptunaPruning(sweeper.storage, sweeper.study_name, cfg.optuna_trial, pruner,
                                        cfg.optimized_metric))  # fmt: skip
-    logger = hydra.utils.instantiate(cfg.logger)
+    logger = app.make_loggers(cfg.logger)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

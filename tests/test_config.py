@@ -211,3 +211,21 @@ def test_an_mlflow_run_is_read_back_with_mlflows_own_client(tmp_path):
     assert {"val/sum_acc", "test/sum_acc", "time/fit_seconds"} <= set(run.data.metrics)
     assert list(logs.glob("*/*/metrics.json"))  # the run folder keeps its metrics.json as always
     assert not list(elsewhere.iterdir())  # no mlruns/ or mlartifacts/ where the command ran
+
+
+@pytest.mark.mnist
+def test_logger_many_writes_tensorboard_and_an_offline_wandb_run_into_the_run_folder(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="needs the wandb extra")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # as the config says; no account, no network
+    elsewhere, logs = tmp_path / "elsewhere", tmp_path / "logs"
+    elsewhere.mkdir()
+    overrides = ["logger=many", "debug=limit", "trainer.max_epochs=1", f"paths.log_dir={logs}"]
+    result = run_cli(*overrides, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = logs.glob("*/*/")
+    assert list(run.glob("events.out.tfevents.*"))  # TensorBoard, as ever
+    (record,) = run.glob("wandb/offline-run-*/run-*.wandb")  # what `wandb sync` uploads
+    written = record.read_bytes()
+    assert b"debug-limit__logger-many__trainer.max_epochs-1" in written and b"mnist_adder" in written
+    assert b"val/sum_acc" in written and b"test/sum_acc" in written
+    assert not list(elsewhere.iterdir())  # no wandb/ where the command ran

@@ -68,6 +68,8 @@ EXTRAS = [
     ("hydra/launcher=submitit", "hydra_plugins.hydra_submitit_launcher", "cluster"),
     ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "cluster"),
     ("logger=mlflow", "mlflow", "mlflow"),
+    ("logger=wandb", "wandb", "wandb"),
+    ("logger=many", "wandb", "wandb"),
 ]
 
 
@@ -77,6 +79,16 @@ def check_extras(arguments: list[str]) -> None:
         for prefix, module, extra in EXTRAS:
             if argument.startswith(prefix) and importlib.util.find_spec(module) is None:
                 raise UserError(f'{argument} needs the {extra} extra: pip install -e ".[{extra}]"')
+
+
+def make_loggers(config: DictConfig | None) -> Any:
+    """The loggers a `logger` config asks for: one (it has a `_target_`), or one for each entry of a group
+    of them (`logger=many`; an entry set to null is left out)."""
+    from hydra.utils import instantiate
+
+    if config is None or "_target_" in config:
+        return instantiate(config)
+    return [instantiate(entry) for entry in config.values() if entry is not None]
 
 
 class DropPrefixes(logging.Filter):
