@@ -64,8 +64,9 @@ def other_handwriting(limit: int | None) -> dict[str, tuple[list[Image.Image], T
     }
 
 
-def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
-    """The table's cells for (N, 1, 28, 28) normalised images of `digits`, each with a random number."""
+def scores(net: AdderNet, images: Tensor, digits: Tensor) -> tuple[list[str], float]:
+    """The table's cells for (N, 1, 28, 28) normalised images of `digits`, each with a random number, and
+    the answer's accuracy."""
     numbers = torch.randint(0, DIGIT_CLASSES, (len(digits),), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         parts = [net(images[i : i + 1000], numbers[i : i + 1000]) for i in range(0, len(images), 1000)]
@@ -79,11 +80,11 @@ def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
     def percent(share: Tensor | float) -> str:
         return f"{100 * float(share):.2f} %"
 
-
+    accuracy = float((~wrong).float().mean())
     confusions = Counter(zip(digits[wrong].tolist(), answer[wrong].tolist(), strict=True)).most_common(3)
-    return [
+    cells = [
         f"{len(digits):,}",
-        percent((~wrong).float().mean()),
+        percent(accuracy),
         percent((head_digit == digits).float().mean()),
         percent((head_sum == digits + numbers).float().mean()),
         percent(net.heads_disagree(*logits, numbers).float().mean()),
@@ -94,6 +95,7 @@ def scores(net: AdderNet, images: Tensor, digits: Tensor) -> list[str]:
         percent((wrong & sure).sum() / sure.sum().clamp(min=1)),
         ", ".join(f"{true} → {read} ({count})" for (true, read), count in confusions) or "none",
     ]
+    return cells, accuracy
 
 
 def prepared(pictures: Iterable[Image.Image]) -> tuple[Tensor, int]:
@@ -130,16 +132,18 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
     images, digits = load_mnist(DATA_DIR, train=False) if split == "test" else validation_digits()
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
-    rows = [[f"{mnist}, as tensors", *scores(net, normalise(images), digits)]]
-    damaged = []
+    cells, _ = scores(net, normalise(images), digits)
+    rows, damaged = [[f"{mnist}, as tensors", *cells]], []
     for name, damage in DAMAGE.items():
         prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
-        rows.append([named(f"{mnist}, {name}, as a file", blank), *scores(net, prepared_images, digits)])
-        damaged.append(float(rows[-1][2].removesuffix(" %")))
+        cells, accuracy = scores(net, prepared_images, digits)
+        rows.append([named(f"{mnist}, {name}, as a file", blank), *cells])
+        damaged.append(accuracy)
     if split == "test":
         for name, (pictures, target) in other_handwriting(limit).items():
             prepared_images, blank = prepared(pictures)
-            rows.append([named(name, blank), *scores(net, prepared_images, target)])
+            cells, _ = scores(net, prepared_images, target)
+            rows.append([named(name, blank), *cells])
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
     command = "python -m mnist_adder.robustness" + options
     path = Path(checkpoint).resolve()
@@ -161,7 +165,7 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
         f"Mean answer accuracy over the {len(damaged)} sets read as files: "
-        f"{sum(damaged) / len(damaged):.2f} %.",
+        f"{100 * sum(damaged) / len(damaged):.2f} %.",
     ]
     return "\n".join(lines) + "\n"
 

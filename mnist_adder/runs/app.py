@@ -24,7 +24,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import execution_whitelist
+from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -84,8 +84,6 @@ def check_extras(arguments: list[str]) -> None:
 def make_loggers(config: DictConfig | None) -> Any:
     """The loggers a `logger` config asks for: one (it has a `_target_`), or one for each entry of a group
     of them (`logger=many`; an entry set to null is left out)."""
-    from hydra.utils import instantiate
-
     if config is None or "_target_" in config:
         return instantiate(config)
     return [instantiate(entry) for entry in config.values() if entry is not None]
