@@ -38,7 +38,7 @@ def answer(net: AdderNet, drawing: dict | None, number: float) -> Answer:
     if composite is None:
         return {}, {}, "Draw a digit."
     try:
-        image = to_mnist(ink_on_dark(Image.fromarray(composite)), name="the drawing")
+        image = torch.from_numpy(to_mnist(ink_on_dark(Image.fromarray(composite)), name="the drawing"))
     except UserError:
         return {}, {}, "Draw a digit."
     numbers = torch.tensor([int(number)])

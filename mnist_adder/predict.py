@@ -2,10 +2,12 @@
 
     mnist-adder-predict photo_of_a_7.jpg 5 scan_of_a_2.png 9
     python -m mnist_adder.predict --checkpoint lightning_logs/.../epoch14.ckpt digit.png 3 --json
+    mnist-adder-predict --model model.onnx digit.png 3      # exported: onnxruntime alone, no torch
 
-An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint, the newest
-best checkpoint under lightning_logs/ answers. Neither Lightning nor Hydra is imported: it answers in
-about the time of `import torch`.
+An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint or
+--model, the newest best checkpoint under lightning_logs/ answers. Neither Lightning nor Hydra is
+imported, and with --model (a file from `python -m mnist_adder.export`) not torch either: numpy, Pillow
+and onnxruntime are all it needs.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from mnist_adder import UserError
 from mnist_adder.data.mnist import DIGIT_CLASSES
 from mnist_adder.data.photos import read_image, to_mnist
-from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from mnist_adder.models.nets import AdderNet
 
 
 def parse_number(text: str) -> int:
@@ -30,31 +35,54 @@ def parse_number(text: str) -> int:
     return int(text)
 
 
-def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
-    """The answers for (B, 1, 28, 28) images and (B,) numbers: each digit, its sum digit + number, the
-    answer's calibrated probability, whether it is `sure` (at least `NOT_SURE_BELOW`), and the two
-    likeliest `readings` (`AdderNet.probabilities`)."""
-    digit_probs, _ = net.probabilities(images, numbers)
+def answers(digit_probs: np.ndarray, numbers: list[int], not_sure_below: float) -> list[dict]:
+    """The answers of (B, 10) probabilities of "digit d, sum d + number" for B numbers: each digit, its sum
+    digit + number, the answer's probability, whether it is `sure` (at least `not_sure_below`), and the
+    two likeliest `readings`."""
     results = []
-    for probs, number in zip(digit_probs, numbers.tolist(), strict=True):
-        top = probs.topk(2)
+    for probs, number in zip(digit_probs, numbers, strict=True):
         readings = [
-            {"digit": int(digit), "sum": int(digit) + number, "probability": float(p)}
-            for digit, p in zip(top.indices, top.values, strict=True)
+            {"digit": int(digit), "sum": int(digit) + number, "probability": float(probs[digit])}
+            for digit in np.argsort(-probs, kind="stable")[:2]
         ]
-        sure = readings[0]["probability"] >= NOT_SURE_BELOW
+        sure = readings[0]["probability"] >= not_sure_below
         results.append({"number": number, **readings[0], "sure": sure, "readings": readings})
     return results
 
 
-def predict_files(pairs: list[str], checkpoint: str | None = None) -> list[dict]:
-    """Predictions for [IMAGE, NUMBER, IMAGE, NUMBER, ...]; raises UserError on any bad input."""
+def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
+    """`answers` for (B, 1, 28, 28) images and (B,) numbers, from the net's calibrated probabilities
+    (`AdderNet.probabilities`), sure from `NOT_SURE_BELOW` on."""
+    from mnist_adder.models.nets import NOT_SURE_BELOW
+
+    digit_probs, _ = net.probabilities(images, numbers)
+    return answers(digit_probs.cpu().numpy(), numbers.tolist(), NOT_SURE_BELOW)
+
+
+def predict_files(pairs: list[str], checkpoint: str | None = None, model: str | None = None) -> list[dict]:
+    """Predictions for [IMAGE, NUMBER, IMAGE, NUMBER, ...], from a checkpoint or an exported .onnx `model`;
+    raises UserError on any bad input."""
     if len(pairs) % 2:
         raise UserError(f"got {len(pairs)} arguments: give pairs of IMAGE NUMBER, e.g. `digit.png 5`")
-    paths, texts = pairs[0::2], pairs[1::2]
-    numbers = torch.tensor([parse_number(text) for text in texts])
-    images = torch.stack([to_mnist(read_image(path), name=f"image {path}") for path in paths])
-    results = predict(load_net(checkpoint or newest_checkpoint()), images, numbers)
+    if checkpoint and model:
+        raise UserError("give --checkpoint (a .ckpt) or --model (an exported .onnx), not both")
+    paths, numbers = pairs[0::2], [parse_number(text) for text in pairs[1::2]]
+    if model:
+        from mnist_adder.models.exported import ExportedModel
+
+        exported = ExportedModel(model)
+        normalisation = exported.normalisation  # the model's own, from its metadata
+        images = np.stack([to_mnist(read_image(path), f"image {path}", **normalisation) for path in paths])
+        probs = exported.run(images, np.array(numbers))["answer_probs"]
+        results = answers(probs, numbers, exported.metadata["not_sure_below"])
+    else:
+        import torch
+
+        from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+
+        images = np.stack([to_mnist(read_image(path), name=f"image {path}") for path in paths])
+        net = load_net(checkpoint or newest_checkpoint())
+        results = predict(net, torch.from_numpy(images), torch.tensor(numbers))
     for path, result in zip(paths, results, strict=True):
         result["image"] = path
     return results
@@ -73,10 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
     )
+    parser.add_argument("--model", help="an .onnx file from python -m mnist_adder.export, instead")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     try:
         args = parser.parse_args(argv)
-        results = predict_files(args.pairs, args.checkpoint)
+        results = predict_files(args.pairs, args.checkpoint, args.model)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

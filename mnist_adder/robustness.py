@@ -104,7 +104,7 @@ def prepared(pictures: Iterable[Image.Image]) -> tuple[Tensor, int]:
     images, blank = [], 0
     for picture in pictures:
         try:
-            images.append(to_mnist(ink_on_dark(picture)))
+            images.append(torch.from_numpy(to_mnist(ink_on_dark(picture))))
         except UserError:  # the damage left no ink
             images.append(normalise(torch.zeros(28, 28, dtype=torch.uint8)))
             blank += 1

@@ -7,6 +7,7 @@ import torch
 
 from mnist_adder import predict
 from mnist_adder.demo import answer
+from mnist_adder.models import nets
 from mnist_adder.models.checkpoints import load_module, load_net, read_checkpoint
 from mnist_adder.models.nets import NOT_SURE_BELOW, fit_temperature
 from mnist_adder.train import train
@@ -42,7 +43,7 @@ def test_a_checkpoint_written_before_calibration_loads_at_temperature_one():
 
 def test_an_unsure_answer_says_so_and_gives_the_two_likeliest_readings():
     net = load_net(REFERENCE_CHECKPOINT)
-    image = predict.to_mnist(predict.read_image("notebooks/seven.png"))[None]
+    image = torch.from_numpy(predict.to_mnist(predict.read_image("notebooks/seven.png")))[None]
     (sure,) = predict.predict(net, image, torch.tensor([3]))
     assert sure["sure"] and (sure["digit"], sure["sum"]) == (7, 10) and sure["probability"] >= NOT_SURE_BELOW
     net.temperature = 1e3  # as good as a guess: every reading about as likely
@@ -56,7 +57,7 @@ def test_an_unsure_answer_says_so_and_gives_the_two_likeliest_readings():
 
 
 def test_predict_prints_not_sure_for_a_guess(monkeypatch, capsys):
-    monkeypatch.setattr(predict, "NOT_SURE_BELOW", 1.01)  # nothing is that sure
+    monkeypatch.setattr(nets, "NOT_SURE_BELOW", 1.01)  # nothing is that sure
     predict.main(["--checkpoint", REFERENCE_CHECKPOINT, "notebooks/seven.png", "3"])
     printed = capsys.readouterr().out
     assert printed.startswith("notebooks/seven.png + 3: not sure: digit 7, sum 10 (")

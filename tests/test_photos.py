@@ -3,6 +3,7 @@ first: uneven light flattened, blocky enlargements smoothed, fine strokes thicke
 strokes, then each kind of damage of `mnist_adder.data.damage` put on 500 of MNIST's test digits and read
 back by the model its floors were measured with."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,17 @@ import torch.nn.functional as F
 from mnist_adder import DATA_DIR
 from mnist_adder.data.damage import DAMAGE, lit_from_one_side, on_paper, pixels_of
 from mnist_adder.data.mnist import fetch_mnist, load_mnist
-from mnist_adder.data.photos import MNIST_STROKE_WIDTH, flatten_light, ink_on_dark, thicken, to_mnist, unblock
+from mnist_adder.data.photos import (
+    MNIST_STROKE_WIDTH,
+    area_resize,
+    bicubic_resize,
+    flatten_light,
+    ink_on_dark,
+    max_pool3,
+    thicken,
+    to_mnist,
+    unblock,
+)
 from mnist_adder.models.checkpoints import load_net
 from tests.conftest import DUAL_BEFORE, REFERENCE_CHECKPOINT
 
@@ -37,34 +48,46 @@ def test_a_page_lit_from_one_side_is_flattened_to_even_paper():
     page = ink_on_dark(lit_from_one_side(on_paper(an_eight(112, 10))))
     assert page[:, :10].mean() > 0.4  # the dark side of the page looks like ink
     flat = flatten_light(page)
-    paper = an_eight(112, 10) == 0
+    paper = (an_eight(112, 10) == 0).numpy()
     assert flat[paper].max() < 0.1 and flat[~paper].mean() > 0.6  # ink in the shade is dimmer
 
 
 def test_even_paper_is_left_as_it_was():
-    eight = an_eight().float() / 255
-    assert torch.allclose(flatten_light(eight), eight, atol=1e-5)
+    eight = an_eight().numpy() / np.float32(255)
+    np.testing.assert_allclose(flatten_light(eight), eight, atol=1e-5)
+
+
+def test_the_resamplings_are_torchs():
+    generator = torch.Generator().manual_seed(0)
+    for shape, size in [((5, 7), (28, 17)), ((40, 61), (4, 6)), ((112, 80), (20, 14)), ((9, 9), (80, 120))]:
+        image = torch.rand(shape, generator=generator)
+        for mode, resize in (("area", area_resize), ("bicubic", bicubic_resize)):
+            expected = F.interpolate(image[None, None], size=size, mode=mode)[0, 0].numpy()
+            np.testing.assert_allclose(resize(image.numpy(), size), expected, atol=1e-5, err_msg=mode)
+    image = torch.rand(30, 20, generator=generator)
+    np.testing.assert_array_equal(max_pool3(image.numpy()), F.max_pool2d(image[None], 3, 1, 1)[0].numpy())
 
 
 def test_a_blocky_enlargement_is_made_smooth_and_a_plain_digit_left_alone():
-    eight = an_eight().float() / 255
-    blocky = eight.repeat_interleave(4, 0).repeat_interleave(4, 1)
-    smooth = F.interpolate(eight[None, None], size=(112, 112), mode="bicubic")[0, 0].clamp(0, 1)
-    assert torch.allclose(unblock(blocky), smooth, atol=1e-5)  # the picture it was made from, enlarged
-    assert torch.equal(unblock(eight), eight)
-    scan = eight[::6, ::6].repeat_interleave(16, 0).repeat_interleave(16, 1)  # 5x5: too small to undo
-    assert torch.equal(unblock(scan), scan)
+    eight = an_eight().numpy() / np.float32(255)
+    blocky = eight.repeat(4, 0).repeat(4, 1)
+    smooth = F.interpolate(torch.from_numpy(eight)[None, None], size=(112, 112), mode="bicubic")[0, 0]
+    # the picture it was made from, enlarged
+    np.testing.assert_allclose(unblock(blocky), smooth.clamp(0, 1).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(unblock(eight), eight)
+    scan = eight[::6, ::6].repeat(16, 0).repeat(16, 1)  # 5x5: too small to undo
+    np.testing.assert_array_equal(unblock(scan), scan)
 
 
 def test_a_fine_stroke_is_thickened_to_mnists_width_and_a_broad_one_left_alone():
-    def width(fine: torch.Tensor) -> float:
-        ink = (fine > 0.5).float()
-        return float(2 * ink.sum() / (ink + F.max_pool2d(-ink, 3, 1, 1)).sum()) / 4
+    def width(fine: np.ndarray) -> float:
+        ink = torch.from_numpy(fine > 0.5).float()
+        return float(2 * ink.sum() / (ink + F.max_pool2d(-ink[None], 3, 1, 1)[0]).sum()) / 4
 
-    fine = an_eight(80, 2).float()[None, None] / 255
+    fine = an_eight(80, 2).numpy() / np.float32(255)
     assert width(fine) < 1 and abs(width(thicken(fine)) - MNIST_STROKE_WIDTH) < 0.5
-    broad = an_eight(80, 14).float()[None, None] / 255
-    assert torch.equal(thicken(broad), broad)
+    broad = an_eight(80, 14).numpy() / np.float32(255)
+    np.testing.assert_array_equal(thicken(broad), broad)
 
 
 def test_the_damage_keeps_the_digit_and_makes_a_picture():
@@ -87,7 +110,7 @@ def test_digits():
 def test_a_damaged_test_digit_is_read_at_least_as_well_as_before(test_digits, damage):
     images, digits = test_digits
     net = load_net(DUAL_BEFORE)
-    prepared = torch.stack([to_mnist(ink_on_dark(DAMAGE[damage](image))) for image in images])
+    prepared = torch.from_numpy(np.stack([to_mnist(ink_on_dark(DAMAGE[damage](image))) for image in images]))
     answer, _ = net.predict(prepared, torch.arange(len(digits)) % 10)
     assert 100 * (answer == digits).float().mean() >= FLOORS[damage]
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
-from typing import BinaryIO
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, BinaryIO
 
 from mnist_adder import UserError, writable_folder
+
+if TYPE_CHECKING:  # the constants are read without torch: by predict with an exported model
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,8 @@ def load_mnist(data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
 
 def check_images(images: Tensor) -> None:
     """Raise ValueError unless `images` is (N, 28, 28) uint8, as `load_mnist` gives them."""
+    import torch
+
     if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE[1:]:
         raise ValueError(f"images must be (N, 28, 28) uint8, got {tuple(images.shape)} {images.dtype}")
 

@@ -165,7 +165,7 @@ def _add_net_prefix(module: nn.Module, state_dict: dict[str, Any], prefix: str, 
 def at_sums(values: Tensor, number: Tensor) -> Tensor:
     """(B, 10) values for sum - number = 0..9 and (B,) numbers -> (B, 19) over sums, -inf where impossible."""
     sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
-    return values.new_full((len(number), SUM_CLASSES), float("-inf")).scatter(1, sums, values)
+    return values.new_full((number.shape[0], SUM_CLASSES), float("-inf")).scatter(1, sums, values)
 
 
 class LearnedSumHead(nn.Module):
