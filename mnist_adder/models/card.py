@@ -1,0 +1,190 @@
+"""A model card (Hugging Face's format: YAML metadata, then Markdown) for a checkpoint, every figure in it
+measured when it is written, so that none can go stale.
+
+    from mnist_adder.models.card import model_card
+    text = model_card("lightning_logs/.../epoch14.ckpt", "python -m mnist_adder.card ...", "AMD EPYC, ...")
+
+It measures the checkpoint on MNIST's 10,000 test digits, on handwriting from other writers (scikit-learn's
+digits, with the robustness extra) and on pictures that hold no digit, in about a minute on 2 CPU cores.
+`python -m mnist_adder.card` writes it; `python -m mnist_adder.export` writes one beside every model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from mnist_adder import DATA_DIR, PROJECT_ROOT
+from mnist_adder.data.damage import NEAREST, resized
+from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
+from mnist_adder.models.checkpoints import load_net, read_checkpoint
+from mnist_adder.models.nets import NOT_SURE_BELOW
+from mnist_adder.models.scoring import Scores, other_handwriting, percent, prepared, score, sure_share
+
+
+def letters() -> list[Image.Image]:
+    """The capital letters A..Z in Pillow's built-in bitmap font, dark on white, enlarged 8 times."""
+    font, pictures = ImageFont.load_default_imagefont(), []
+    for letter in map(chr, range(ord("A"), ord("Z") + 1)):
+        page = Image.new("L", (12, 15), 255)
+        ImageDraw.Draw(page).text((3, 2), letter, fill=0, font=font)
+        pictures.append(page.resize((96, 120), NEAREST))
+    return pictures
+
+
+def noise(count: int = 200) -> list[Image.Image]:
+    """Pictures of grey noise, 56 px, seed 0."""
+    pixels = np.random.default_rng(0).integers(0, 256, (count, 56, 56), dtype=np.uint8)
+    return [Image.fromarray(page) for page in pixels]
+
+
+def side_by_side(images: Tensor, count: int = 1000) -> list[Image.Image]:
+    """Two of MNIST's (N, 28, 28) test digits next to each other (a number of two digits), `count` of them."""
+    pairs = torch.cat([images[:count], images[count : 2 * count]], dim=2)
+    return [resized(Image.fromarray(255 - pair.numpy()), 56, NEAREST) for pair in pairs]
+
+
+def row(name: str, figures: Scores) -> str:
+    return (f"| {name} | {figures.images:,} | {percent(figures.answer_acc)} | {percent(figures.ece_after)} | "
+            f"{percent(figures.sure)} | {percent(figures.wrong_among_sure)} | "
+            f"{figures.confident_mistakes} of {figures.mistakes} |")  # fmt: skip
+
+
+def described(spec: dict[str, Any] | None) -> str:
+    """A net's or a setting's spec as a call: `CompactCNN(width=16)`, `(degrees=10, scale=0.1)`, or none."""
+    if not spec:
+        return "none"
+    arguments = ", ".join(f"{key}={value}" for key, value in spec.items() if not key.startswith("_"))
+    return f"{spec.get('_target_', '').rsplit('.', 1)[-1]}({arguments})"
+
+
+def the_run(ckpt_path: Path) -> dict[str, Any]:
+    """run.json of the run folder that holds checkpoints/<ckpt>, or {} for a checkpoint on its own."""
+    run = ckpt_path.parent.parent / "run.json"
+    return json.loads(run.read_text()) if run.is_file() else {}
+
+
+def shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
+    """The card of `ckpt_path`, as Markdown; `command` wrote it, on `measured_on` (hardware, commit, date)."""
+    ckpt_path = Path(ckpt_path)
+    checkpoint, net = read_checkpoint(ckpt_path), load_net(ckpt_path)
+    hparams, data = checkpoint["hyper_parameters"], checkpoint.get("datamodule_hyper_parameters", {})
+    run = the_run(ckpt_path)
+    parameters = sum(p.numel() for p in net.parameters())
+    fetch_mnist(DATA_DIR)
+    images, digits = load_mnist(DATA_DIR, train=False)
+    mnist = score(net, normalise(images), digits)
+    table = [
+        "| images | count | answer acc | ECE | shown as sure | wrong among sure | mistakes > 90 % sure |",
+        "|---|---|---|---|---|---|---|",
+        row("MNIST test, as tensors", mnist),
+    ]
+    others = {}
+    if importlib.util.find_spec("sklearn") is not None:
+        others = {name.capitalize(): score(net, prepared(pictures)[0], target)
+                  for name, (pictures, target) in other_handwriting().items()}  # fmt: skip
+        table += [row(name, figures) for name, figures in others.items()]
+        errors = np.mean([1 - figures.answer_acc for figures in others.values()]) / (1 - mnist.answer_acc)
+        how_often = f"it is wrong {errors:.0f} times as often as on MNIST's test digits"
+    else:
+        table.append('| Other handwriting | not measured: pip install -e ".[robustness]" | | | | | |')
+        how_often = 'not measured: pip install -e ".[robustness]"'
+    confident = sum(figures.confident_mistakes for figures in others.values())
+    mistakes = sum(figures.mistakes for figures in others.values())
+    not_digits = {
+        "the capital letters A..Z (Pillow's bitmap font, enlarged 8 times)": letters(),
+        "200 pictures of grey noise": noise(),
+        "1,000 pairs of MNIST test digits side by side (a two-digit number)": side_by_side(images),
+    }
+    sure_of_nothing = [f"  - {name}: {percent(sure_share(net, prepared(pictures)[0]))} answered as sure."
+                       for name, pictures in not_digits.items()]  # fmt: skip
+    backbone = hparams["backbone"]["_target_"].rsplit(".", 1)[-1]
+    sum_head = hparams["sum_head"]["_target_"].rsplit(".", 1)[-1]
+    train_command = " ".join(["python -m mnist_adder.train", *run.get("overrides", [])])
+    metadata = [
+        "---",
+        "library_name: pytorch",
+        "tags: [image-classification, mnist, onnx, pytorch-lightning]",
+        "datasets: [mnist]",
+        "metrics: [accuracy]",
+        "model-index:",
+        "- name: mnist-adder",
+        "  results:",
+        "  - task: {type: image-classification, name: an MNIST digit plus a number in 0..9}",
+        "    dataset: {type: mnist, name: MNIST, split: test}",
+        "    metrics:",
+        f"    - {{type: accuracy, name: answer (digit and sum), value: {100 * mnist.answer_acc:.2f}}}",
+        f"    - {{type: accuracy, name: digit head, value: {100 * mnist.digit_head:.2f}}}",
+        f"    - {{type: accuracy, name: sum head, value: {100 * mnist.sum_head:.2f}}}",
+        "---",
+    ]
+    body = f"""
+# mnist-adder: {backbone} + {sum_head}
+
+Written by `{command}` ({measured_on}); every figure below was measured then, by that command.
+
+## Model
+- Reads a picture of one handwritten digit and a number n in 0..9, and answers the digit d and the sum d + n.
+  The answer shown always adds up: the digit and sum that are likeliest together.
+- A convolutional net, `{described(hparams['backbone'])}`, reads the digit; a sum head,
+  `{described(hparams['sum_head'])}`, reads its logits and the number. {parameters:,} parameters.
+- Its confidence is calibrated: temperature {net.temperature:.3f}, fit on the validation images. An answer
+  less likely than {NOT_SURE_BELOW:g} is shown as "not sure", with the next likeliest reading.
+- Checkpoint: `{shown(ckpt_path)}` (epoch {checkpoint.get('epoch', '?')}).
+  `python -m mnist_adder.export ckpt_path=PATH` exports it to ONNX, or with `format=torch_export`.
+
+## Intended use
+- Reading single handwritten digits, 0 to 9, written the way MNIST's writers wrote them, and adding a number
+  to them: a teaching and research example of a model with two consistent answers.
+- Not for numbers of several digits, letters, or anything whose mistakes cost more than a wrong sum: on
+  handwriting from other sources {how_often} (below).
+
+## Training data and preparation
+- MNIST's 60,000 training digits, less {data.get('val_size', 5000):,} held out for validation, each paired
+  with a random number. MNIST's 10,000 test digits were never trained on, nor chosen on.
+- Augmentation `{described(data.get('augment'))}`; damage like a low-resolution scan or another pen
+  `{described(data.get('degrade'))}` (`mnist_adder/data/datamodule.py`).
+- Every image is prepared as MNIST's were: ink bright on dark, scaled to fit 20x20, centred by mass in
+  28x28, then normalised with MNIST's mean and std (`mnist_adder/data/photos.py`: any PNG, JPEG or BMP).
+- Trained with `{train_command}`{f" ({run['date'][:10]}, {run['hardware']})" if run else ""}.
+
+## Metrics
+Each image is paired with a random number (seed 0). The answer is right when both its digit and its sum
+are. ECE: the expected calibration error (15 bins) at the model's temperature.
+
+{chr(10).join(table)}
+
+Each head alone on MNIST's test digits: digit {percent(mnist.digit_head)}, sum {percent(mnist.sum_head)};
+the heads disagree on {percent(mnist.heads_disagree)} (the answer shown never does).
+
+## Limitations
+- **Other handwriting.** The rows "other handwriting" above are scikit-learn's 1,797 digits of 8x8 pixels
+  from 43 writers who are not MNIST's, enlarged to 128 px: {how_often},
+  and {confident} of its {mistakes} mistakes there are made with more than 90 % confidence.
+  `python -m mnist_adder.robustness` measures it under ten kinds of damage as well (results/robustness.md).
+- **Pictures that hold no digit.** It always answers a digit: it has no class for "not a digit".
+  A blank page is refused ("has no ink"). Of pictures that hold ink but no single digit:
+{chr(10).join(sure_of_nothing)}
+- **A number outside 0..9.** Refused: predict and the exported model answer a one-line error, and the
+  net itself fails on it (its one-hot has 10 classes).
+
+## How to reproduce
+```
+pip install -e ".[robustness]"
+{train_command}
+{command}
+```
+"""
+    return "\n".join(metadata) + "\n" + body.lstrip("\n")
