@@ -16,6 +16,8 @@ TorchScript (`torch.jit.script`) is not offered: PyTorch deprecates it in favour
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,24 @@ def metadata(net: AdderNet, source: str) -> dict[str, Any]:
     }
 
 
+def check_format(format: str) -> None:
+    """`UserError` unless `format` is one of `FORMATS` and what it needs is installed."""
+    if format not in FORMATS:
+        raise UserError(f"format must be {' or '.join(FORMATS)}, got {format!r}")
+    if format == "onnx" and not all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript")):
+        raise UserError("format=onnx needs the export extra: pip install -e \".[export]\"")
+
+
 def export(net: AdderNet, format: str, path: str | Path, source: str = "") -> Path:
     """Write `net` (in eval mode) to `path` as `format` ("onnx" or "torch_export"), with a dynamic batch
-    dimension and its `metadata`. Returns the path written."""
-    if format not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    dimension and its `metadata`; `source` names the checkpoint. Never overwrites: `UserError` if `path`
+    exists. Returns the path written."""
+    check_format(format)
     path = Path(path)
-    model = Answering(net).eval()
+    if path.exists():
+        raise UserError(f"{path} exists: export into a new folder (hydra.run.dir=...)")
+    # Weights in the default memory format: torch.export.save warns about channels_last ones.
+    model = Answering(copy.deepcopy(net).to(memory_format=torch.contiguous_format)).eval()
     examples = (torch.zeros(2, *IMAGE_SHAPE), torch.arange(2) % DIGIT_CLASSES)
     batch = torch.export.Dim("batch")
     with torch.no_grad():
