@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import train_command, write_report
-from mnist_adder import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT, hydra_version_base
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.runs import app
 from mnist_adder.runs.provenance import machine
@@ -51,7 +51,7 @@ NETS = {  # name in the report -> overrides of the train config
 def config(*overrides: str) -> DictConfig:
     """The train config with these overrides, writing into a temporary folder."""
     output_dir = tempfile.mkdtemp(prefix="mnist_adder_bench_")
-    with initialize_config_dir(str(PROJECT_ROOT / "conf")):
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), **hydra_version_base()):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 

@@ -52,6 +52,14 @@ def with_recipe(option: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
+def hydra_version_base() -> dict[str, str]:
+    """The `version_base` argument for `hydra.main` and `initialize`: "1.3" on Hydra 1.3, where leaving it
+    out keeps Hydra 1.1's defaults and warns; none on Hydra 1.4, which deprecates it."""
+    from hydra import __version__
+
+    return {} if __version__.startswith("1.4") else {"version_base": "1.3"}
+
+
 def recipe(option: str) -> dict[str, Any]:
     """conf/<option>.yaml composed with its defaults list, as plain values, without its interpolated keys and
     Hydra's (`_target_`, ...). It works inside a Hydra app too: the app's own Hydra is put back after."""
@@ -62,7 +70,7 @@ def recipe(option: str) -> dict[str, Any]:
     outer = GlobalHydra.instance().hydra  # a running app's, or None
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(str(PROJECT_ROOT / "conf")):
+        with initialize_config_dir(str(PROJECT_ROOT / "conf"), **hydra_version_base()):
             config = compose(option).get(option.split("/")[0])
     finally:
         if outer is not None:

@@ -16,7 +16,7 @@ import importlib
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import UserError
+from mnist_adder import UserError, hydra_version_base
 from mnist_adder.models.checkpoints import load_module
 from mnist_adder.models.nets import ShiftAverage, check_shifts
 from mnist_adder.runs import app
@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(config_path="../conf", config_name="eval")
+@hydra.main(config_path="../conf", config_name="eval", **hydra_version_base())
 def run(cfg: DictConfig) -> None:
     with app.user_errors():
         evaluate(cfg)

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT, hydra_version_base
 from mnist_adder.models.checkpoints import load_net
 from mnist_adder.models.exporting import FORMATS, check_format, export
 from mnist_adder.runs import app
@@ -53,7 +53,7 @@ def export_checkpoint(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(config_path="../conf", config_name="export")
+@hydra.main(config_path="../conf", config_name="export", **hydra_version_base())
 def run(cfg: DictConfig) -> None:
     with app.user_errors():
         export_checkpoint(cfg)

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder import PROJECT_ROOT, UserError, hydra_version_base
 from mnist_adder.models.checkpoints import load_module, read_checkpoint
 from mnist_adder.models.module import DigitPlusNumberModule, check_data
 from mnist_adder.runs import app, folders, launching
@@ -176,7 +176,7 @@ def without_plumbing(settings: Any, nested: bool = False) -> Any:
     return kept
 
 
-@hydra.main(config_path="../conf", config_name="train")
+@hydra.main(config_path="../conf", config_name="train", **hydra_version_base())
 def run(cfg: DictConfig) -> float | None:
     """The Hydra task: one run, or one job of a sweep, whose optimised metric a sweeper reads."""
     with app.user_errors(), launching.one_job():

@@ -9,7 +9,7 @@ from hydra import compose, initialize
 from omegaconf import DictConfig
 
 import mnist_adder.data.datamodule
-from mnist_adder import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT, hydra_version_base
 from mnist_adder.runs import app
 
 # The best checkpoint of the reference run that ships in lightning_logs/reference/.
@@ -26,13 +26,13 @@ def pytest_configure(config) -> None:
 
 def compose_train(tmp_path, *overrides: str) -> DictConfig:
     """The real train config, writing into tmp_path."""
-    with initialize(config_path="../conf"):
+    with initialize(config_path="../conf", **hydra_version_base()):
         return compose("train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
 
 def compose_eval(tmp_path, *overrides: str) -> DictConfig:
     """The real eval config, writing into tmp_path."""
-    with initialize(config_path="../conf"):
+    with initialize(config_path="../conf", **hydra_version_base()):
         return compose("eval", overrides=[f"paths.output_dir={tmp_path}", *overrides])
 
 

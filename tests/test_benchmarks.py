@@ -55,6 +55,6 @@ def test_scale_out_benchmark_runs_and_writes_its_report(tmp_path):
 
 def test_the_time_to_an_answer_benchmark_writes_its_report(tmp_path):
     results = startup.main(["--quick", "--out", str(tmp_path)])
-    assert set(results["median_seconds"]) == {"import torch", "predict", "demo"}
+    assert set(results["median_seconds"]) == {"import torch", "predict", "predict, ONNX", "demo"}
     assert results["ratio_to_import_torch"]["import torch"] == 1.0
     assert "| `mnist-adder-predict notebooks/seven.png 3` |" in (tmp_path / "startup.md").read_text()

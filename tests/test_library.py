@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize
 from omegaconf import OmegaConf
 
-from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder import PROJECT_ROOT, UserError, hydra_version_base
 from mnist_adder.data.addition import MNISTAdditionDataModule
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
 from mnist_adder.eval import evaluate
@@ -66,7 +66,7 @@ def test_a_change_to_the_yaml_is_a_change_to_the_python(tmp_path, monkeypatch):
 
 
 def test_the_recipe_is_read_inside_a_hydra_app_and_leaves_it_as_it_was():
-    with initialize(config_path="../conf"):
+    with initialize(config_path="../conf", **hydra_version_base()):
         model = DigitPlusNumberModule(digit_loss_weight=0.0)  # model=adder
         assert compose("train", overrides=["model=adder"]).model.digit_loss_weight == 0.0
     assert model.hparams.digit_loss_weight == 0.0 and model.hparams.optimizer["lr"] == 3e-3

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from mnist_adder import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT, hydra_version_base
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 README = "\n".join(page.read_text() for page in PAGES)
@@ -43,7 +43,7 @@ def readme_commands() -> list[list[str]]:
 
 
 COMMANDS = readme_commands()
-HYDRA_APPS = {"mnist_adder.train": "train", "mnist_adder.eval": "eval"}
+HYDRA_APPS = {"mnist_adder.train": "train", "mnist_adder.eval": "eval", "mnist_adder.export": "export"}
 
 
 def one_run(arguments: list[str]) -> list[str]:
@@ -61,7 +61,10 @@ def one_run(arguments: list[str]) -> list[str]:
 
 
 def test_a_command_that_no_longer_parses_fails():
-    with pytest.raises(Exception, match="max_epoch"), initialize(config_path="../conf"):
+    with (
+        pytest.raises(Exception, match="max_epoch"),
+        initialize(config_path="../conf", **hydra_version_base()),
+    ):
         compose(
             "train", overrides=one_run(["-m", "trainer.max_epoch=3", "seed=1,2"]), return_hydra_config=True
         )
@@ -75,7 +78,7 @@ def test_the_readme_has_commands_of_every_entry_point():
 
 @pytest.mark.parametrize("words", [w for w in COMMANDS if w[2] in HYDRA_APPS], ids=" ".join)
 def test_a_readme_hydra_command_composes(words):
-    with initialize(config_path="../conf"):
+    with initialize(config_path="../conf", **hydra_version_base()):
         compose(HYDRA_APPS[words[2]], overrides=one_run(words[3:]), return_hydra_config=True)
 
 
@@ -85,7 +88,8 @@ def test_a_readme_command_names_a_module_that_runs(words):
     assert callable(getattr(module, "main", None)), f"{words[2]} has no main()"
 
 
-STUDIES = ("mnist_adder.robustness", "mnist_adder.plots")  # the guides' commands that write a report
+# The guides' commands that write a report.
+STUDIES = ("mnist_adder.robustness", "mnist_adder.plots", "mnist_adder.card")
 
 
 @pytest.mark.mnist

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hydra import compose, initialize
 
-from mnist_adder import PROJECT_ROOT
+from mnist_adder import PROJECT_ROOT, hydra_version_base
 from mnist_adder.runs.tables import runs_by
 from tests.conftest import free_port
 
@@ -179,7 +179,7 @@ def test_the_slurm_launcher_reads_its_resources_from_the_trainer_config():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra")
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
                  "hydra.launcher.partition=gpu"]  # fmt: skip
-    with initialize(config_path="../conf"):
+    with initialize(config_path="../conf", **hydra_version_base()):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert (launcher.tasks_per_node, launcher.nodes, launcher.partition) == (4, 2, "gpu")

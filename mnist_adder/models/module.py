@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import hydra.utils
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -147,8 +148,10 @@ class TaskModule(L.LightningModule):
         self.log_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        # Only torch's optimisers and schedules, whether or not a command has set Hydra's allow-list.
-        trusted = {"_execution_whitelist_": "torch.optim.*"}
+        # Only torch's optimisers and schedules, whether or not a command has set Hydra 1.4's allow-list
+        # (Hydra 1.3 has none).
+        allow_list = hasattr(hydra.utils, "execution_whitelist")
+        trusted = {"_execution_whitelist_": "torch.optim.*"} if allow_list else {}
         optimizer = instantiate(
             self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True}, **trusted
         )

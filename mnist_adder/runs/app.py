@@ -22,9 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -116,8 +117,8 @@ def setup() -> None:
     OmegaConf.register_resolver("run_name", folders.run_name, replace=True)
     OmegaConf.register_resolver("run_dir", folders.run_dir, use_cache=True, replace=True)
     plugins.register()
-    if not _trusting.get():
-        execution_whitelist(TRUSTED_TARGETS).__enter__()  # for this process, as the resolvers are
+    if not _trusting.get() and hasattr(hydra.utils, "execution_whitelist"):  # Hydra 1.4; 1.3 has none
+        hydra.utils.execution_whitelist(TRUSTED_TARGETS).__enter__()  # for this process, as the resolvers are
         _trusting.set(True)
     subprocess_script._hydra_subprocess_cmd = job_command
     for message, module in SILENCED_WARNINGS:
