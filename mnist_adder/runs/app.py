@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra.utils
+import omegaconf
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
@@ -103,7 +104,8 @@ def setup() -> None:
     """Prepare this process for a command; safe to call more than once.
 
     - the resolvers of conf/: `project_root`, `if_gpu`, `run_name` and `run_dir` (cached: Hydra resolves
-      the run folder more than once, and must get the same answer after creating it);
+      the run folder more than once, and must get the same answer after creating it), and on Hydra 1.3
+      Hydra 1.4's `hydra_override_dirname`;
     - this project's Hydra plugins (`plugins.register()`), and the trusted targets above as the process's
       execution whitelist (what a config may instantiate);
     - Lightning's DDP launcher starts a node's other processes with `launching.job_command`: this job
@@ -112,10 +114,15 @@ def setup() -> None:
     """
     from lightning.pytorch.strategies.launchers import subprocess_script
 
-    OmegaConf.register_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
-    OmegaConf.register_resolver("if_gpu", if_gpu, replace=True)
-    OmegaConf.register_resolver("run_name", folders.run_name, replace=True)
-    OmegaConf.register_resolver("run_dir", folders.run_dir, use_cache=True, replace=True)
+    # OmegaConf 2.4 (Hydra 1.4) calls it register_resolver; 2.3 (Hydra 1.3) register_new_resolver.
+    older = omegaconf.__version__ < "2.4"
+    register = OmegaConf.register_new_resolver if older else OmegaConf.register_resolver
+    register("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    register("if_gpu", if_gpu, replace=True)
+    register("run_name", folders.run_name, replace=True)
+    register("run_dir", folders.run_dir, use_cache=True, replace=True)
+    if older:  # Hydra 1.4's resolver of the overrides as a folder name; on 1.3 the same is a job setting
+        register("hydra_override_dirname", lambda: HydraConfig.get().job.override_dirname, replace=True)
     plugins.register()
     if not _trusting.get() and hasattr(hydra.utils, "execution_whitelist"):  # Hydra 1.4; 1.3 has none
         hydra.utils.execution_whitelist(TRUSTED_TARGETS).__enter__()  # for this process, as the resolvers are
