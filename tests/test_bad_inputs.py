@@ -1,4 +1,5 @@
-"""The bad-input table: train, eval and predict, each refused with a clear message and nothing touched.
+"""The bad-input table: train, eval, export and predict, each refused with a clear message and nothing
+touched.
 
 Every case asserts: a non-zero exit code, a first stderr line naming the problem (our own errors are that
 one line alone; Hydra's composition errors go on to list what is allowed), no traceback, and no file
@@ -81,6 +82,16 @@ EVAL = {
         "error: test_time_",
     ),
 }
+EXPORT = {
+    "no checkpoint given": ([], "error: Missing mandatory value: ckpt_path"),
+    "missing checkpoint": (["ckpt_path=/no/such.ckpt"], "error: ckpt_path /no/such.ckpt is not a file"),
+    "checkpoint is a text file": (["ckpt_path={files}/notes.txt"], "error: ckpt_path {files}/notes.txt is"),
+    "damaged checkpoint": (["ckpt_path={files}/cut.ckpt"], "error: ckpt_path {files}/cut.ckpt is damaged"),
+    "unknown format": (
+        ["ckpt_path={files}/narrow.ckpt", "format=tflite"],
+        "error: format must be onnx or torch_export, got 'tflite'",
+    ),
+}
 PREDICT = {
     "missing image": (["missing.png", "3"], "error: image missing.png is not a file"),
     "image is a folder": (["folder", "3"], "error: image folder is not a file"),
@@ -95,6 +106,12 @@ PREDICT = {
     "missing checkpoint": (["digit.png", "3", "--checkpoint", "none.ckpt"], "error: ckpt_path none.ckpt is"),
     "text as checkpoint": (["digit.png", "3", "--checkpoint", "notes.txt"], "error: ckpt_path notes.txt"),
     "damaged checkpoint": (["digit.png", "3", "--checkpoint", "cut.ckpt"], "error: ckpt_path cut.ckpt is"),
+    "missing model": (["digit.png", "3", "--model", "none.onnx"], "error: model none.onnx is not a file"),
+    "checkpoint as model": (["digit.png", "3", "--model", "narrow.ckpt"], "error: model narrow.ckpt is"),
+    "model and checkpoint": (
+        ["digit.png", "3", "--model", "m.onnx", "--checkpoint", "narrow.ckpt"],
+        "error: give --checkpoint (a .ckpt) or --model (an exported .onnx), not both",
+    ),
 }
 
 
@@ -117,11 +134,12 @@ def check_refusal(returncode: int, stderr: str, expected: str, own_error: bool) 
 
 
 CLI_CASES = [("train", case) for case in TRAIN] + [("eval", case) for case in EVAL]
+CLI_CASES += [("export", case) for case in EXPORT]
 
 
 @pytest.mark.parametrize(("entry", "case"), CLI_CASES)
 def test_train_and_eval_refuse_bad_input(files, tmp_path, entry, case):
-    overrides, expected = (TRAIN if entry == "train" else EVAL)[case]
+    overrides, expected = {"train": TRAIN, "eval": EVAL, "export": EXPORT}[entry][case]
     logs = tmp_path / "lightning_logs"
     logs.mkdir()
     before = tree(files, tmp_path)
