@@ -12,12 +12,14 @@ lightning_logs/export/, with model-card.md beside the model (`card=false` leaves
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from mnist_adder import PROJECT_ROOT, hydra_version_base
+from mnist_adder import PROJECT_ROOT, UserError, hydra_version_base
 from mnist_adder.models.checkpoints import load_net
 from mnist_adder.models.exporting import FORMATS, check_format, export
 from mnist_adder.runs import app
@@ -26,9 +28,19 @@ SAMPLE_DIGIT = PROJECT_ROOT / "notebooks" / "seven.png"
 
 
 def here(path: Path) -> str:
-    """`path` relative to where the user is, if it lies below it."""
+    """`path` relative to where the user is, if it lies below it, quoted for a shell if need be."""
     path, cwd = path.resolve(), Path.cwd().resolve()
-    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
+    return shlex.quote(str(path.relative_to(cwd) if path.is_relative_to(cwd) else path))
+
+
+def check_folder(arguments: list[str]) -> None:
+    """Refuse a `hydra.run.dir` that holds an exported model already, before Hydra writes its files there."""
+    for argument in arguments:
+        if argument.startswith("hydra.run.dir="):
+            folder = Path(argument.split("=", 1)[1])
+            if any((folder / f"model{suffix}").exists() for suffix in FORMATS.values()):
+                raise UserError(f"{folder} holds an exported model: export into a new folder "
+                                "(hydra.run.dir=...)")  # fmt: skip
 
 
 def export_checkpoint(cfg: DictConfig) -> Path:
@@ -49,7 +61,7 @@ def export_checkpoint(cfg: DictConfig) -> Path:
     if cfg.format == "onnx":
         print(f"answer with: mnist-adder-predict --model {here(path)} {here(SAMPLE_DIGIT)} 3")
     else:
-        print(f"load it with: mnist_adder.models.exporting.load_torch_export('{here(path)}')")
+        print(f"load it with: mnist_adder.models.exporting.load_torch_export({str(path)!r})")
     return path
 
 
@@ -61,6 +73,8 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     app.setup()
+    with app.user_errors():
+        check_folder(sys.argv[1:])
     for name in ("onnxscript", "onnx_ir"):  # the ONNX exporter's passes log each step at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     run()

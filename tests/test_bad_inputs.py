@@ -30,6 +30,8 @@ def files(tmp_path_factory) -> Path:
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not a checkpoint, not an image")
     (folder / "folder").mkdir()
+    (folder / "exported").mkdir()
+    (folder / "exported" / "model.onnx").write_text("an earlier export")
     # A real checkpoint, of a narrower net than the default model=dual.
     narrow = DigitPlusNumberModule(
         backbone={"_target_": "mnist_adder.models.nets.CompactCNN", "width": 8},
@@ -87,6 +89,10 @@ EXPORT = {
     "missing checkpoint": (["ckpt_path=/no/such.ckpt"], "error: ckpt_path /no/such.ckpt is not a file"),
     "checkpoint is a text file": (["ckpt_path={files}/notes.txt"], "error: ckpt_path {files}/notes.txt is"),
     "damaged checkpoint": (["ckpt_path={files}/cut.ckpt"], "error: ckpt_path {files}/cut.ckpt is damaged"),
+    "folder holds a model": (
+        ["ckpt_path={files}/narrow.ckpt", "hydra.run.dir={files}/exported"],
+        "error: {files}/exported holds an exported model: export into a new folder",
+    ),
     "unknown format": (
         ["ckpt_path={files}/narrow.ckpt", "format=tflite"],
         "error: format must be onnx or torch_export, got 'tflite'",
