@@ -57,7 +57,7 @@ def hydra_version_base() -> dict[str, str]:
     out keeps Hydra 1.1's defaults and warns; none on Hydra 1.4, which deprecates it."""
     from hydra import __version__
 
-    return {} if __version__.startswith("1.4") else {"version_base": "1.3"}
+    return {"version_base": "1.3"} if __version__.startswith("1.3.") else {}
 
 
 def recipe(option: str) -> dict[str, Any]:
