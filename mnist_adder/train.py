@@ -117,8 +117,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = None) -> list[tuple[str, str]]:
     """Ready-to-paste commands for what a user does with a finished run, with its real paths.
 
-    `predict` (an image and a number) is offered for a `DigitPlusNumberModule`. Evaluation needs no data
-    settings: the checkpoint holds them.
+    `predict` (an image and a number) and `export` are offered for a `DigitPlusNumberModule`. Evaluation
+    needs no data settings: the checkpoint holds them.
     """
 
     def here(path: Path) -> str:  # relative to where the user is, if the run is below it
@@ -141,6 +141,8 @@ def next_steps(cfg: DictConfig, best: str, model: L.LightningModule | None = Non
         if isinstance(model, DigitPlusNumberModule):
             predict = f"mnist-adder-predict --checkpoint {here(Path(best))} {here(SAMPLE_DIGIT)} 5"
             commands.append(("predict", predict))
+            export = ["python -m mnist_adder.export", f"ckpt_path={here(Path(best))}", *paths]
+            commands.append(("export", " ".join(export)))
     commands.append(("curves", f"tensorboard --logdir {here(folder)}"))
     if last.is_file():
         resume = ["python -m mnist_adder.train", *again, f"ckpt_path={here(last)}"]

@@ -41,6 +41,10 @@ def test_train_then_eval_the_printed_checkpoint(tmp_path):
     scored = shell(shlex.split(evaluate))
     assert re.search(r"test sum acc  \d+\.\d\d %", scored)
     assert re.search(rf"checkpoint  {re.escape(checkpoint)}$", scored, re.M)  # the table names it
+    (export,) = re.findall(r"export  (python -m mnist_adder\.export .*)", printed)
+    exported = shell(shlex.split(export))  # into the same log folder, with its model card
+    (answer,) = re.findall(r"answer with: (mnist-adder-predict .*)", exported)
+    assert "digit " in shell(shlex.split(answer))
 
 
 def test_a_sweep_over_both_variants_and_two_seeds_is_four_jobs_in_one_folder(tmp_path):
