@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model draws its weights
     model = hydra.utils.instantiate(cfg.model)
     check_data(model, cfg.data._target_)
+    if isinstance(model, DigitPlusNumberModule):
+        model.read_teachers()
     if ckpt_path:
         check_resumable(ckpt_path, model)
     callbacks = [hydra.utils.instantiate(callback) for callback in cfg.callbacks.values() if callback]

@@ -66,6 +66,15 @@ TRAIN = {  # case: (overrides, the start of the first stderr line)
     "nothing to resume": (["ckpt_path=last"], "error: ckpt_path=last: no run under"),
     "test-time shifts too far": (["model.test_time_shifts=20"], "error: test_time_shifts must be 0 (none)"),
     "unknown digit input": (["model.sum_head.digit_input=pixels"], "error: model.sum_head.digit_input must"),
+    "distillation without teachers": (["experiment=distilled_tiny"], "error: model.distillation.teachers"),
+    "teacher not found": (
+        ["experiment=distilled_tiny", "model.distillation.teachers=[/no/such.ckpt]"],
+        "error: model.distillation.teachers: no checkpoint at /no/such.ckpt",
+    ),
+    "teacher is a text file": (
+        ["experiment=distilled_tiny", "model.distillation.teachers=[{files}/notes.txt]"],
+        "error: model.distillation.teachers: ckpt_path {files}/notes.txt",
+    ),
     "a search without -m": (  # the command it offers is the guide's, composed by test_readme.py
         ["hparams_search=optuna"],
         "error: hparams_search=optuna is a sweep: add -m, as in python -m mnist_adder.train -m "

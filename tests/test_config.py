@@ -62,6 +62,9 @@ def test_the_records_recipes_keep_their_budgets(tmp_path):
     tiny = hydra.utils.instantiate(tiny_cfg.model)
     trainable = sum(p.numel() for p in tiny.parameters() if p.requires_grad)  # the sum head included
     assert trainable <= 8_000 and tiny_cfg.trainer.max_epochs <= 15  # the course's budget
+    for experiment, budget in (("distilled", 100_000), ("distilled_tiny", 8_000)):  # the student's alone
+        student = hydra.utils.instantiate(compose_train(tmp_path, f"experiment={experiment}").model)
+        assert sum(p.numel() for p in student.parameters()) <= budget and student.hparams.distillation
 
 
 def test_a_model_given_data_it_cannot_read_is_one_clear_error(tmp_path):

@@ -26,6 +26,7 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from mnist_adder import FROM_RECIPE, UserError, with_recipe
 from mnist_adder.data.mnist import IMAGE_SHAPE
 from mnist_adder.data.pairing import NumberBatch, holdout_mask
+from mnist_adder.models.distillation import Teachers, distillation_loss
 from mnist_adder.models.nets import adder_net, calibration_error, fit_temperature
 
 
@@ -189,6 +190,12 @@ class DigitPlusNumberModule(TaskModule):
         test_time_shifts: test-time augmentation (`mnist_adder.models.nets.ShiftAverage`). 0: none. k > 0:
             out of training (validation, test, eval, predict) the backbone also reads each image moved k
             pixels left, right, up and down, averaged. Meant for the exact sum head.
+        distillation: None, or `{"teachers": [checkpoints], "weight": w, "temperature": T}`: in
+            training the digit head also learns the teachers' mean digit probabilities at temperature T,
+            the loss gaining w times `mnist_adder.models.distillation.distillation_loss`. A teacher is a
+            checkpoint's path or a pattern (`*`, `?`) standing for every checkpoint it matches: an
+            ensemble. They are read when fitting starts, and the checkpoint names their files but holds
+            none of their weights: it loads without them.
 
     A checkpoint stores the specs, so it loads by itself. A built net is not stored as a hyper-parameter,
     only its weights: load such a checkpoint with the same net again, as Lightning's backbone example does,
@@ -206,6 +213,7 @@ class DigitPlusNumberModule(TaskModule):
         holdout_pairs: str | list[list[int]] | None = "none",
         compile: bool = FROM_RECIPE,
         test_time_shifts: int = FROM_RECIPE,
+        distillation: dict[str, Any] | None = FROM_RECIPE,
     ) -> None:
         super().__init__()
         settings = with_recipe("model/dual", locals())
@@ -214,13 +222,15 @@ class DigitPlusNumberModule(TaskModule):
         self.net = adder_net(**settings)
         self.register_buffer("held_out", holdout_mask(holdout_pairs), persistent=False)
         losses = ["loss", "sum_loss"] + (["digit_loss"] if self.supervises_digit else [])
+        self.teachers: Teachers | None = None  # read from hparams.distillation when fitting starts
+        train_losses = losses + (["distill_loss"] if distillation else [])
         accuracies = ["digit_acc", "sum_acc"]
         # With held-out pairs, evaluation also scores seen and unseen pairs apart.
         parts = ["", "_seen", "_unseen"] if self.held_out.any() else [""]
         # Evaluation also scores the answer people see (`AdderNet.answers`), and how often the heads disagree.
         evaluated = [f"{name}{part}" for name in accuracies for part in parts]
         evaluated += ["answer_acc", "contradictions"]
-        self.train_metrics = stage_metrics(losses, accuracies, evaluation=False)
+        self.train_metrics = stage_metrics(train_losses, accuracies, evaluation=False)
         self.val_metrics = stage_metrics(losses, evaluated, evaluation=True)
         self.test_metrics = stage_metrics(losses, evaluated, evaluation=True)
         # What the model summary runs once, to show every layer's shapes and multiply-adds.
@@ -251,6 +261,10 @@ class DigitPlusNumberModule(TaskModule):
         if self.supervises_digit:
             losses["digit_loss"] = F.cross_entropy(digit_logits, digit)
             loss = loss + self.hparams.digit_loss_weight * losses["digit_loss"]
+        if stage == "train" and self.teachers is not None:
+            target = self.teachers.probabilities(image)
+            losses["distill_loss"] = distillation_loss(digit_logits, target, self.teachers.temperature)
+            loss = loss + self.hparams.distillation["weight"] * losses["distill_loss"]
         losses["loss"] = loss
 
         metrics = getattr(self, f"{stage}_metrics")
@@ -274,6 +288,25 @@ class DigitPlusNumberModule(TaskModule):
         metrics["contradictions"].update(self.net.heads_disagree(*logits).float())
         predictions = {"digit_pred": digit_pred, "sum_pred": total_pred, "sum_loss": sum_losses.detach()}
         return {"loss": loss, **predictions}
+
+    def read_teachers(self) -> None:
+        """Read the teachers of `hparams.distillation`, if any and not read yet: training calls it before
+        it writes anything, so that a wrong path stops it in one line."""
+        if self.hparams.distillation and self.teachers is None:
+            settings = self.hparams.distillation
+            if missing := sorted({"teachers", "weight", "temperature"} - set(settings)):
+                raise UserError(f"model.distillation needs teachers, weight and temperature; no {missing}")
+            self.teachers = Teachers(settings["teachers"], settings["temperature"])
+            settings["teachers"] = self.teachers.paths  # the files, not a pattern: the checkpoint says which
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            self.read_teachers()
+
+    def on_fit_start(self) -> None:
+        if self.teachers is not None:
+            self.teachers.to(self.device)
 
     def calibrate(self, stage: str, fit: bool) -> None:
         """Log the expected calibration error (`calibration_error`) of the answers' probabilities seen in
