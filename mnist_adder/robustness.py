@@ -28,6 +28,7 @@ import importlib.util
 from datetime import datetime
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from mnist_adder import DATA_DIR, PROJECT_ROOT, UserError
@@ -35,8 +36,16 @@ from mnist_adder.data.damage import DAMAGE
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW
-from mnist_adder.models.scoring import COLUMNS, other_handwriting, prepared, score
+from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AdderNet, calibration_error, fit_temperature
+from mnist_adder.models.scoring import (
+    COLUMNS,
+    CONFIDENT,
+    answer_log_probs,
+    other_handwriting,
+    percent,
+    prepared,
+    score,
+)
 from mnist_adder.runs import app
 from mnist_adder.runs.provenance import commit, hardware
 
@@ -53,7 +62,52 @@ def validation_digits() -> tuple[Tensor, Tensor]:
     return datamodule.val_set.images, datamodule.val_set.digits
 
 
-def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
+def temperatures_table(
+    net: AdderNet, sets: dict[str, Tensor], digits: Tensor, temperatures: list[float]
+) -> list[str]:
+    """What one temperature does for every set at once: for each of `temperatures`, and for the one fit
+    on the clean files and the one fit on every set pooled, the ECE on the clean files, the mean ECE over
+    the damaged ones, and the damaged sets' mistakes made with more than 90 % confidence, all of them.
+    `sets`: name -> (N, 1, 28, 28) normalised images of `digits`, the clean files first."""
+    log_probs = {name: answer_log_probs(net, images) for name, images in sets.items()}
+    (clean, *damaged) = log_probs
+    pooled = torch.cat(list(log_probs.values())), digits.repeat(len(log_probs))
+    fitted = {
+        "fit on the clean files": fit_temperature(log_probs[clean], digits),
+        "fit on every set": fit_temperature(*pooled),
+    }
+    rows = []
+    for label, temperature in [
+        *((f"{t:g}", t) for t in temperatures),
+        *((f"{t:.3f} ({name})", t) for name, t in fitted.items()),
+    ]:
+        eces, wrong, confident = [], 0, 0
+        for name in damaged:
+            probs = (log_probs[name] / temperature).softmax(dim=1)
+            confidence, answer = probs.max(dim=1)
+            eces.append(calibration_error(probs, digits))
+            wrong += int((answer != digits).sum())
+            confident += int(((answer != digits) & (confidence > CONFIDENT)).sum())
+        clean_ece = calibration_error((log_probs[clean] / temperature).softmax(dim=1), digits)
+        rows.append(
+            f"| {label} | {percent(clean_ece)} | {percent(sum(eces) / len(eces))} | {confident} of {wrong} |"
+        )
+    return [
+        "## One temperature for every set",
+        "",
+        f"The answers' ECE ({ECE_BINS} bins) at each temperature, on the clean files and over the "
+        f"{len(damaged)} damaged sets, and how many of the damaged sets' mistakes come with more than 90 % "
+        "confidence:",
+        "",
+        "| temperature | ECE, clean files | mean ECE, damaged | mistakes > 90 % sure, damaged |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+
+
+def report(
+    checkpoint: str, limit: int | None, split: str = "test", temperatures: list[float] | None = None
+) -> str:
     """The Markdown report: a row per set, MNIST's clean images first."""
     if split == "test" and importlib.util.find_spec("sklearn") is None:
         raise UserError('the other handwriting needs the robustness extra: pip install -e ".[robustness]"')
@@ -63,9 +117,10 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
     rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
+    files = {}
     for name, damage in DAMAGE.items():
-        prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
-        figures = score(net, prepared_images, digits)
+        files[name], blank = prepared(damage(image) for image in images)  # one large picture at a time
+        figures = score(net, files[name], digits)
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
@@ -73,6 +128,7 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
             prepared_images, blank = prepared(pictures)
             rows.append([named(name, blank), *score(net, prepared_images, target).cells()])
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
+    options += f" --temperatures {' '.join(f'{t:g}' for t in temperatures)}" if temperatures else ""
     command = "python -m mnist_adder.robustness" + options
     path = Path(checkpoint).resolve()
     shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
@@ -85,8 +141,11 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
         f"its own. ECE: {ECE_BINS} bins, before and after the checkpoint's temperature",
         f"({net.temperature:.3f}). Shown as sure: confidence at least {NOT_SURE_BELOW:g}. The damage is",
         "`mnist_adder/data/damage.py`'s; "
-        + ("the other handwriting is held out (see the command's docstring)." if split == "test" else
-           "these validation digits are where recipes are chosen (`experiment=robust`)."),
+        + (
+            "the other handwriting is held out (see the command's docstring)."
+            if split == "test"
+            else "these validation digits are where recipes are chosen (`experiment=robust`)."
+        ),
         "",
         "| set | " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * (1 + len(COLUMNS)),
@@ -95,6 +154,8 @@ def report(checkpoint: str, limit: int | None, split: str = "test") -> str:
         f"Mean answer accuracy over the {len(damaged)} sets read as files: "
         f"{100 * sum(damaged) / len(damaged):.2f} %.",
     ]
+    if temperatures:
+        lines += ["", *temperatures_table(net, files, digits, temperatures)]
     return "\n".join(lines) + "\n"
 
 
@@ -108,13 +169,23 @@ def main(argv: list[str] | None = None) -> None:
         "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
     )
     parser.add_argument("--limit", type=int, help="the first LIMIT images of each set (default: all)")
-    parser.add_argument("--split", choices=["test", "val"], default="test",
-                        help="MNIST's test digits and the other handwriting (default), or validation digits")
+    parser.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="MNIST's test digits and the other handwriting (default), or validation digits",
+    )
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        help="also tabulate the ECE and confident mistakes at each of these temperatures",
+    )
     parser.add_argument("--out", type=Path, help="default: results/robustness.md, or robustness-val.md")
     args = parser.parse_args(argv)
     out = args.out or PROJECT_ROOT / "results" / f"robustness{'-val' if args.split == 'val' else ''}.md"
     with app.user_errors():
-        text = report(args.checkpoint or str(newest_checkpoint()), args.limit, args.split)
+        text = report(args.checkpoint or str(newest_checkpoint()), args.limit, args.split, args.temperatures)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}")

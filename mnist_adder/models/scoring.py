@@ -79,6 +79,13 @@ def logits_of(net: AdderNet, images: Tensor, numbers: Tensor) -> tuple[Tensor, T
     return digit_logits, sum_logits
 
 
+def answer_log_probs(net: AdderNet, images: Tensor) -> Tensor:
+    """(N, 10) log-probabilities at temperature 1 of the answers to (N, 1, 28, 28) normalised images, each
+    paired with its random number (`numbers_for`)."""
+    numbers = numbers_for(len(images))
+    return net.answer_log_probs(*logits_of(net, images, numbers), numbers, temperature=1.0)
+
+
 def score(net: AdderNet, images: Tensor, digits: Tensor) -> Scores:
     """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number."""
     numbers = numbers_for(len(digits))
