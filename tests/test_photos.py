@@ -139,10 +139,17 @@ def test_the_validation_report_reads_the_split_training_holds_out(tmp_path):
     datamodule.setup("fit")
     assert torch.equal(images, datamodule.val_set.images) and len(digits) == 5000
     out = str(tmp_path / "v.md")
-    main(["--checkpoint", REFERENCE_CHECKPOINT, "--split", "val", "--limit", "30", "--out", out])
+    options = ["--split", "val", "--limit", "30", "--temperatures", "1", "4", "--out", out]
+    main(["--checkpoint", REFERENCE_CHECKPOINT, *options])
     report = (tmp_path / "v.md").read_text()
-    command = "`python -m mnist_adder.robustness --split val --limit 30 --checkpoint lightning_logs/"
+    command = "`python -m mnist_adder.robustness --split val --limit 30 --temperatures 1 4 --checkpoint "
     assert command in report
     rows = [line for line in report.splitlines() if line.startswith("| ") and " | 30 | " in line]
     assert len(rows) == 1 + len(DAMAGE) and all(row.startswith("| MNIST validation, ") for row in rows)
-    assert "Mean answer accuracy over the 10 sets read as files: " in report
+    assert f"Mean answer accuracy over the {len(DAMAGE)} sets read as files: " in report
+    # One temperature for every set: each asked for, then the two fit; a hotter one is less often sure.
+    table = report.split("## One temperature for every set")[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and " of " in line]
+    assert [row[0] for row in rows[:2]] == ["| 1", "| 4"] and "(fit on every set)" in rows[3][0]
+    confident = [int(row[3].split(" of ")[0]) for row in rows]
+    assert confident[1] <= confident[0]
