@@ -4,6 +4,7 @@ and handwriting from another source, each read through the same preparation as p
     python -m mnist_adder.robustness          # the newest best checkpoint, into results/robustness.md
     python -m mnist_adder.robustness --checkpoint PATH --limit 500 --out robustness.md
     python -m mnist_adder.robustness --split val     # the damage on validation digits, to choose a recipe
+    python -m mnist_adder.robustness --split val --temperatures 1 2 3   # what one temperature does for all
 
 For every set: the accuracy of the answer shown (a digit and its sum, which add up) and of each head
 alone, how often the heads disagree, the expected calibration error before and after temperature scaling,

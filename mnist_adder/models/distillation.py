@@ -1,6 +1,6 @@
 """Knowledge distillation (Hinton et al. 2015): a student learns, besides the true digits, the digit
 probabilities of trained teachers, softened by a temperature. `DigitPlusNumberModule(distillation=...)`
-uses it in training; `experiment=distilled_tiny` is the recipe (results/distillation.md).
+uses it in training; `experiment=distilled` and `distilled_tiny` are its recipes (results/distillation.md).
 
     teachers = Teachers(["lightning_logs/teachers/*/*/checkpoints/epoch*.ckpt"], temperature=4.0)
     loss = distillation_loss(student_digit_logits, teachers.probabilities(images), teachers.temperature)
