@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from mnist_adder import DATA_DIR, PROJECT_ROOT
-from mnist_adder.data.damage import NEAREST, resized
+from mnist_adder.data.damage import DAMAGE, NEAREST, resized
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, read_checkpoint
 from mnist_adder.models.nets import NOT_SURE_BELOW
@@ -175,7 +175,8 @@ the heads disagree on {percent(mnist.heads_disagree)} (the answer shown never do
 ## Limitations
 - **Other handwriting.** The rows "other handwriting" above are scikit-learn's 1,797 digits of 8x8 pixels
   from 43 writers who are not MNIST's, enlarged to 128 px: {how_often}{how_sure}
-  `python -m mnist_adder.robustness` measures it under ten kinds of damage as well (results/robustness.md).
+  `python -m mnist_adder.robustness` measures it under {len(DAMAGE) - 1} kinds of damage as well
+  (results/robustness.md).
 - **Pictures that hold no digit.** It always answers a digit: it has no class for "not a digit".
   A blank page is refused ("has no ink"). Of pictures that hold ink but no single digit:
 {chr(10).join(sure_of_nothing)}
