@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_adder.data.carry import add, digits_of
 from mnist_adder.eval import evaluate
-from mnist_adder.models.addition import MNISTAdditionModule
+from mnist_adder.models.addition import MNISTAdditionModule, repaired_sum_acc
 from mnist_adder.models.checkpoints import load_module
 from mnist_adder.runs.callbacks import CarrySignal
 from mnist_adder.train import next_steps, train
@@ -37,6 +37,20 @@ def test_predicted_sum_is_the_sum_of_the_most_likely_digits():
     assert module.test_metrics["sum_acc"].compute() == 1 and module.test_metrics["digit_acc"].compute() == 1
 
 
+def test_every_repairing_finds_the_one_misread_digit_in_exactly_one_sum():
+    digits = torch.arange(40) % 10
+    assert torch.equal(repaired_sum_acc(digits, digits, num_digits=2), torch.ones(100))
+    misread = digits.clone()
+    misread[7] = 3  # a 7 read as 3: whichever sum it lands in is 4 (or 40) short
+    for num_digits, sums in ((1, 20), (2, 10), (5, 4)):
+        accuracies = repaired_sum_acc(misread, digits, num_digits, repairings=30)
+        assert torch.allclose(accuracies, torch.full((30,), 1 - 1 / sums))
+    # Two misread digits land in the same sum in some pairings and in two sums in others.
+    misread[8] = 0
+    accuracies = repaired_sum_acc(misread, digits, num_digits=1)
+    assert {round(accuracy, 4) for accuracy in accuracies.tolist()} == {0.95, 0.9}
+
+
 def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, fake_mnist):
     cfg = compose_train(
         tmp_path, "experiment=mnist_addition", "data.num_digits=2", "data.batch_size=32", "trainer=cpu",
@@ -53,6 +67,8 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert isinstance(load_module(str(checkpoint)), MNISTAdditionModule)
     metrics = evaluate(compose_eval(tmp_path / "eval", f"ckpt_path={checkpoint}"))  # its data, from the file
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
+    # Its test images paired afresh 100 times: their mean is within the sums that any pairing can score.
+    assert 0 <= metrics["test/repaired_sum_acc"] <= 1 and metrics["test/repaired_sum_acc_std"] >= 0
 
 
 def test_a_run_that_has_not_learnt_starts_again_from_new_weights(tmp_path, fake_mnist):

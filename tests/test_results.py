@@ -29,13 +29,15 @@ def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, c
     assert rows[3].startswith("| `model=adder` | 1 | 99.00 | 99.00 |")
 
 
-def test_the_most_likely_sum_has_a_column_only_where_a_run_scored_it(tmp_path, capsys):
+def test_the_most_likely_and_repaired_sums_have_a_column_only_where_a_run_scored_them(tmp_path, capsys):
     fake_run(tmp_path / "a", ["experiment=mnist_addition", "seed=1"], 0.995, 0.40)
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics | {"test/most_likely_sum_acc": 0.42}))
+    scored = {"test/most_likely_sum_acc": 0.42, "test/repaired_sum_acc": 0.4321}
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics | scored))
     results.main([str(tmp_path)])
     header, _, row = capsys.readouterr().out.splitlines()[:3]
-    assert "| test sum acc % | test most likely sum acc % |" in header and "| 40.00 | 42.00 |" in row
+    assert "| test sum acc % | test most likely sum acc % | test sum acc, 100 re-pairings % |" in header
+    assert "| 40.00 | 42.00 | 43.21 |" in row
 
 
 def test_a_folder_without_runs_is_one_clear_error(tmp_path):

@@ -219,10 +219,12 @@ def report(
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 
     answer_rows = [(f"{stage} answer acc", "answer_acc"), ("heads disagree", "contradictions")]
+    answer_rows.append(("re-paired sum acc", "repaired_sum_acc"))  # MNIST addition: 100 pairings' mean
     rows = [
         (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
         (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
-        # The answer people are shown (a digit and a sum that add up), and how often the two heads disagree.
+        # The answer people are shown (a digit and a sum that add up), and how often the two heads disagree;
+        # MNIST addition's test images paired afresh.
         *[(name, percent(f"{stage}/{key}")) for name, key in answer_rows if f"{stage}/{key}" in metrics],
         *([("best val sum acc", percent("val/sum_acc_best"))] if stage == "test" else []),
         ("parameters", f"{metrics['parameters']:,}"),
