@@ -37,11 +37,10 @@ from mnist_adder.data.damage import DAMAGE
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AdderNet, calibration_error, fit_temperature
+from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, calibration_error, fit_temperature
 from mnist_adder.models.scoring import (
     COLUMNS,
     CONFIDENT,
-    answer_log_probs,
     other_handwriting,
     percent,
     prepared,
@@ -63,14 +62,12 @@ def validation_digits() -> tuple[Tensor, Tensor]:
     return datamodule.val_set.images, datamodule.val_set.digits
 
 
-def temperatures_table(
-    net: AdderNet, sets: dict[str, Tensor], digits: Tensor, temperatures: list[float]
-) -> list[str]:
+def temperatures_table(log_probs: dict[str, Tensor], digits: Tensor, temperatures: list[float]) -> list[str]:
     """What one temperature does for every set at once: for each of `temperatures`, and for the one fit
     on the clean files and the one fit on every set pooled, the ECE on the clean files, the mean ECE over
     the damaged ones, and the damaged sets' mistakes made with more than 90 % confidence, all of them.
-    `sets`: name -> (N, 1, 28, 28) normalised images of `digits`, the clean files first."""
-    log_probs = {name: answer_log_probs(net, images) for name, images in sets.items()}
+    `log_probs`: name -> (N, 10) the answers' log-probabilities at temperature 1 (`Scores.log_probs`) for
+    the images of `digits`, the clean files first."""
     (clean, *damaged) = log_probs
     pooled = torch.cat(list(log_probs.values())), digits.repeat(len(log_probs))
     fitted = {
@@ -118,10 +115,11 @@ def report(
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
     rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
-    files = {}
+    log_probs = {}
     for name, damage in DAMAGE.items():
-        files[name], blank = prepared(damage(image) for image in images)  # one large picture at a time
-        figures = score(net, files[name], digits)
+        prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
+        figures = score(net, prepared_images, digits)
+        log_probs[name] = figures.log_probs
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
@@ -156,7 +154,7 @@ def report(
         f"{100 * sum(damaged) / len(damaged):.2f} %.",
     ]
     if temperatures:
-        lines += ["", *temperatures_table(net, files, digits, temperatures)]
+        lines += ["", *temperatures_table(log_probs, digits, temperatures)]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ class Scores:
     sure: float  # the share of answers shown as sure (`NOT_SURE_BELOW`)
     wrong_among_sure: float
     confusions: list[tuple[tuple[int, int], int]]  # the commonest ((true, read), count)
+    log_probs: Tensor = field(repr=False)  # (N, 10): the answers' at temperature 1, for other temperatures
 
     def cells(self) -> list[str]:
         """The row of `COLUMNS`."""
@@ -79,13 +80,6 @@ def logits_of(net: AdderNet, images: Tensor, numbers: Tensor) -> tuple[Tensor, T
     return digit_logits, sum_logits
 
 
-def answer_log_probs(net: AdderNet, images: Tensor) -> Tensor:
-    """(N, 10) log-probabilities at temperature 1 of the answers to (N, 1, 28, 28) normalised images, each
-    paired with its random number (`numbers_for`)."""
-    numbers = numbers_for(len(images))
-    return net.answer_log_probs(*logits_of(net, images, numbers), numbers, temperature=1.0)
-
-
 def score(net: AdderNet, images: Tensor, digits: Tensor) -> Scores:
     """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number."""
     numbers = numbers_for(len(digits))
@@ -108,6 +102,7 @@ def score(net: AdderNet, images: Tensor, digits: Tensor) -> Scores:
         sure=float(sure.float().mean()),
         wrong_among_sure=float((wrong & sure).sum() / sure.sum().clamp(min=1)),
         confusions=Counter(zip(digits[wrong].tolist(), answer[wrong].tolist(), strict=True)).most_common(3),
+        log_probs=log_probs,
     )
 
 
