@@ -25,10 +25,12 @@ COLUMNS = [  # header, metrics.json key, scale, decimals
     ("test sum acc %", "test/sum_acc", 100, 2),
     ("test most likely sum acc %", "test/most_likely_sum_acc", 100, 2),  # MNIST addition's only
     ("test sum acc, 100 re-pairings %", "test/repaired_sum_acc", 100, 2),  # MNIST addition's only
+    ("test digit acc^(2N) %", "test/digit_acc_to_2n", 100, 2),  # MNIST addition's only
     ("best val sum acc %", "val/sum_acc_best", 100, 2),
     ("fit seconds", "fit_seconds", 1, 0),
 ]
-OPTIONAL = {"test/most_likely_sum_acc", "test/repaired_sum_acc"}  # shown only if a run has it
+# Shown only if a run has it:
+OPTIONAL = {"test/most_likely_sum_acc", "test/repaired_sum_acc", "test/digit_acc_to_2n"}
 
 
 def table(groups: dict[str, list[dict[str, float]]]) -> str:

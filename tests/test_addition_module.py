@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -69,6 +70,7 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     assert metrics["test/samples"] == 200 // 4 and metrics["test/digit_acc"] >= 0.6
     # Its test images paired afresh 100 times: their mean is within the sums that any pairing can score.
     assert 0 <= metrics["test/repaired_sum_acc"] <= 1 and metrics["test/repaired_sum_acc_std"] >= 0
+    assert metrics["test/digit_acc_to_2n"] == pytest.approx(metrics["test/digit_acc"] ** 4)  # N = 2 here
 
 
 def test_a_run_that_has_not_learnt_starts_again_from_new_weights(tmp_path, fake_mnist):

@@ -69,6 +69,28 @@ def test_random_degradation_scans_at_low_resolution_and_changes_the_pen():
         data.RandomDegradation(sizes=(14, 7))
 
 
+def test_bitmap_storage_matches_a_stored_file_read_back():
+    # The batched storage in training must give what predict makes of a file stored that way:
+    # damage.bitmap_counts (one image, as a file), then photos.to_mnist.
+    from mnist_adder.data.damage import bitmap_counts
+    from mnist_adder.data.photos import ink_on_dark, to_mnist
+
+    rows, columns = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    radius = (((rows - 12) / 9) ** 2 + ((columns - 15) / 5) ** 2).sqrt()
+    ring = ((1.5 - (radius - 1).abs() * 6).clamp(0, 1) * 255).to(torch.uint8)  # a "0", off centre
+    from_file = torch.from_numpy(to_mnist(ink_on_dark(bitmap_counts(ring))))[None] * MNIST_STD + MNIST_MEAN
+    stored = data.RandomDegradation(resolution=0, bitmap=1)((ring[None, None] / 255 - MNIST_MEAN) / MNIST_STD)
+    stored = stored * MNIST_STD + MNIST_MEAN
+    clean = torch.from_numpy(to_mnist(ring.numpy() / 255))[None] * MNIST_STD + MNIST_MEAN
+    # Their resize kernels differ a little (0.034 apart here); the storage moves the digit further (0.064).
+    assert (stored - from_file).abs().mean() < 0.6 * (clean - from_file).abs().mean()
+    for image in (stored, from_file):  # the ink's box 20 pixels high, its centre of mass at the centre
+        inked = (image[0, 0] > 0.05).any(dim=1).nonzero()
+        assert 19 <= int(inked.max() - inked.min()) + 1 <= 21
+    with pytest.raises(UserError, match="probabilities in"):
+        data.RandomDegradation(bitmap=1.5)
+
+
 @pytest.mark.parametrize("module", ["digit_plus_number", "mnist_addition"])
 def test_data_kept_on_the_device_gives_the_same_batches(fake_mnist, module):
     # On a GPU, on_device keeps every split there; the batches must be those of the CPU path. Here the

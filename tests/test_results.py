@@ -32,12 +32,18 @@ def test_runs_that_differ_only_in_seed_share_a_row_with_mean_and_std(tmp_path, c
 def test_the_most_likely_and_repaired_sums_have_a_column_only_where_a_run_scored_them(tmp_path, capsys):
     fake_run(tmp_path / "a", ["experiment=mnist_addition", "seed=1"], 0.995, 0.40)
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    scored = {"test/most_likely_sum_acc": 0.42, "test/repaired_sum_acc": 0.4321}
+    scored = {"test/most_likely_sum_acc": 0.42, "test/repaired_sum_acc": 0.4321, "test/digit_acc_to_2n": 0.41}
     (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics | scored))
     results.main([str(tmp_path)])
     header, _, row = capsys.readouterr().out.splitlines()[:3]
-    assert "| test sum acc % | test most likely sum acc % | test sum acc, 100 re-pairings % |" in header
-    assert "| 40.00 | 42.00 | 43.21 |" in row
+    columns = [
+        "test sum acc %",
+        "test most likely sum acc %",
+        "test sum acc, 100 re-pairings %",
+        "test digit acc^(2N) %",
+    ]
+    assert f"| {' | '.join(columns)} |" in header
+    assert "| 40.00 | 42.00 | 43.21 | 41.00 |" in row
 
 
 def test_a_folder_without_runs_is_one_clear_error(tmp_path):
@@ -67,7 +73,9 @@ def test_curves_give_each_bins_mean_over_seeds_from_tensorboard(tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "`experiment=mnist_addition`, 2 runs:"
     assert lines[4:7] == [  # bins of steps: each run's mean over the bin, then mean ± std over the runs
-        "| 0 | 0.1000 ± 0.1414 |", "| 10–20 | 0.2500 ± 0.1414 |", "| 30–40 | 0.4500 ± 0.1414 |"
+        "| 0 | 0.1000 ± 0.1414 |",
+        "| 10–20 | 0.2500 ± 0.1414 |",
+        "| 30–40 | 0.4500 ± 0.1414 |",
     ]
     with pytest.raises(SystemExit, match="none of the runs logged train/nothing"):
         results.main([str(tmp_path), "--curve", "train/nothing"])

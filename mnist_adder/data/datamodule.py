@@ -85,29 +85,34 @@ class RandomDegradation(nn.Module):
     area to s x s (s drawn from `sizes`, both ends included: the 20-pixel digit becomes 20 s / 28 pixels)
     and enlarged again smoothly, as `mnist_adder.data.photos.to_mnist` prepares such a file. With
     probability `stroke`: a pen finer or broader than the writer's, each stroke worn away or grown by half a
-    pixel a side. A degraded image is rescaled so that its brightest ink is full, as `to_mnist` does.
+    pixel a side. With probability `bitmap`, in place of the scan: stored as a form reader of the 1990s
+    stored digits (`bitmap_counts`), then prepared as `to_mnist` prepares such a file. A degraded image is
+    rescaled so that its brightest ink is full, as `to_mnist` does.
     """
 
-    def __init__(self, resolution: float = 0.5, sizes: Sequence[int] = (7, 14), stroke: float = 0.0) -> None:
+    def __init__(
+        self, resolution: float = 0.5, sizes: Sequence[int] = (7, 14), stroke: float = 0.0, bitmap: float = 0
+    ) -> None:
         super().__init__()
-        if not (0 <= resolution <= 1 and 0 <= stroke <= 1):
-            raise UserError(f"data.degrade: resolution and stroke are probabilities in [0, 1], got "
-                            f"{resolution} and {stroke}")  # fmt: skip
+        if not all(0 <= share <= 1 for share in (resolution, stroke, bitmap)):
+            raise UserError(f"data.degrade: resolution, stroke and bitmap are probabilities in [0, 1], got "
+                            f"{resolution}, {stroke} and {bitmap}")  # fmt: skip
         if not 2 <= sizes[0] <= sizes[1] <= 28:
             raise UserError(f"data.degrade.sizes must be [smallest, largest] within 2..28, got {list(sizes)}")
-        self.resolution, self.sizes, self.stroke = resolution, tuple(sizes), stroke
+        self.resolution, self.sizes, self.stroke, self.bitmap = resolution, tuple(sizes), stroke, bitmap
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Degraded images; the random draws come from `generator` (a CPU one), or torch's global one."""
         background = -MNIST_MEAN / MNIST_STD
         ink = ((images - background) * MNIST_STD).clamp(0, 1)
-        draws = torch.rand(len(images), 4, generator=generator)
+        draws = torch.rand(len(images), 5, generator=generator)
         smallest, largest = self.sizes
         sizes = smallest + (draws[:, 1] * (largest - smallest + 1)).long().clamp(max=largest - smallest)
-        sizes[draws[:, 0] >= self.resolution] = 0  # 0: kept at full resolution
+        stored = (draws[:, 4] < self.bitmap).to(images.device)
+        sizes[(draws[:, 0] >= self.resolution) | stored.cpu()] = 0  # 0: kept at full resolution
         broader = draws[:, 3] < 0.5
         worn = (draws[:, 2] < self.stroke).to(images.device)
-        changed = (sizes > 0).to(images.device) | worn
+        changed = (sizes > 0).to(images.device) | worn | stored
         for size in sizes.unique().tolist():
             if size:
                 chosen = (sizes == size).to(images.device)
@@ -118,9 +123,51 @@ class RandomDegradation(nn.Module):
             grown, shrunk = F.max_pool2d(fine, 3, 1, 1), -F.max_pool2d(-fine, 3, 1, 1)
             pen = torch.where(broader.to(images.device)[worn, None, None, None], grown, shrunk)
             ink[worn] = F.interpolate(pen, size=(28, 28), mode="area")
+        if stored.any():
+            ink[stored] = bitmap_counts(ink[stored].clamp(0, 1))
         ink = ink.clamp(0, 1)
         ink = ink / ink.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-3)
         return torch.where(changed[:, None, None, None], ink / MNIST_STD + background, images)
+
+
+def bitmap_counts(ink: Tensor) -> Tensor:
+    """(B, 1, 28, 28) ink in [0, 1] -> the same digits as UCI's form reader stored them and `to_mnist` reads
+    them back (`mnist_adder.data.damage.bitmap_counts` does it to one image, as a file): the ink's box scaled
+    to fill 32 pixels, centred in 32x32 and made black or white; each 4x4 block's count of ink kept, 8x8 in
+    17 levels; then enlarged smoothly so that the box fills 20 pixels, with its centre of mass at the centre
+    of the 28x28 field. An image with no ink stays blank."""
+    rows, columns = (ink > 0.05).any(dim=-1).float(), (ink > 0.05).any(dim=-2).float()  # (B, 1, 28)
+
+    def span(lines: Tensor) -> tuple[Tensor, Tensor]:  # the first and one past the last inked line
+        first, last = lines.argmax(dim=-1), 28 - lines.flip(-1).argmax(dim=-1)
+        return first.flatten().float(), last.flatten().float()
+
+    (top, bottom), (left, right) = span(rows), span(columns)
+    side = torch.maximum(bottom - top, right - left).clamp(min=1) / 28  # the box's longer side, as a share
+    zero = torch.zeros_like(side)
+    box = torch.stack([torch.stack([side, zero, (left + right) / 28 - 1], 1),
+                       torch.stack([zero, side, (top + bottom) / 28 - 1], 1)], 1)  # fmt: skip
+    field = resampled(ink, box, 32)
+    counts = F.avg_pool2d((field >= 0.5).float(), 4)  # 8x8 in steps of 1/16
+    digit = F.interpolate(counts, size=(20, 20), mode="bicubic", align_corners=False).clamp(0, 1)
+    mass = digit.sum(dim=(-2, -1)).clamp(min=1e-6)
+    steps = torch.arange(20, dtype=ink.dtype, device=ink.device) + 0.5
+    center_y = (digit.sum(dim=-1) * steps).sum(dim=-1) / mass  # (B, 1), in the 20-pixel box
+    center_x = (digit.sum(dim=-2) * steps).sum(dim=-1) / mass
+    # The box at rows 4..23 of the field, moved by whole pixels to bring its centre of mass to 14.
+    shift_y, shift_x = ((10 - center).round().clamp(-4, 4).flatten() for center in (center_y, center_x))
+    one = torch.ones_like(side)
+    move = torch.stack([torch.stack([one, zero, -2 * shift_x / 28], 1),
+                        torch.stack([zero, one, -2 * shift_y / 28], 1)], 1)  # fmt: skip
+    placed = F.pad(digit, (4, 4, 4, 4))
+    return resampled(placed, move, 28)
+
+
+def resampled(images: Tensor, theta: Tensor, size: int) -> Tensor:
+    """(B, 1, H, W) images sampled (bilinear, zero outside) on a size x size grid that `theta`, (B, 2, 3),
+    maps into them, as `F.affine_grid` does."""
+    grid = F.affine_grid(theta, [len(images), 1, size, size], align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False)
 
 
 class MNISTDataModule(L.LightningDataModule):

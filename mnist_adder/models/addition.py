@@ -53,7 +53,8 @@ class MNISTAdditionModule(TaskModule):
     (`mnist_adder.data.carry.most_likely_sum`). `digit_acc` scores every image's most likely digit against the
     hidden labels, at test time only. N comes from the batch, so one model reads numbers of any length.
     Test also scores the same images paired afresh `REPAIRINGS` times (`repaired_sum_acc`): the mean
-    `test/repaired_sum_acc` and the spread over pairings `test/repaired_sum_acc_std`.
+    `test/repaired_sum_acc` and the spread over pairings `test/repaired_sum_acc_std`; and
+    `test/digit_acc_to_2n`, digit_acc^(2N), what the sums would score if images were misread independently.
 
     An argument left out takes its value from `model=mnist_addition` (conf/model/mnist_addition.yaml).
 
@@ -129,3 +130,5 @@ class MNISTAdditionModule(TaskModule):
         accuracies = repaired_sum_acc(predicted.cpu(), digits.cpu(), self.test_num_digits)
         self.log("test/repaired_sum_acc", accuracies.mean())
         self.log("test/repaired_sum_acc_std", accuracies.std())
+        # What the sums would score if each of a sum's 2N images were misread independently of the others.
+        self.log("test/digit_acc_to_2n", (predicted == digits).float().mean() ** (2 * self.test_num_digits))
