@@ -2,11 +2,14 @@
 
     python -m mnist_adder.eval ckpt_path=lightning_logs/model-adder/.../checkpoints/last.ckpt
     python -m mnist_adder.eval ckpt_path=... split=val test_time_shifts=1   # validation, with TTA
+    python -m mnist_adder.eval ckpt_path=... num_digits=15   # MNIST addition: sums of 15-digit numbers
 
 The checkpoint describes its model and its data (the data module's settings, held-out pairs included), so
 no model or data override is needed; `test_time_shifts` replaces its test-time augmentation (see
-`mnist_adder.models.nets.ShiftAverage`). `split=val` scores the validation images instead, which is where a
-choice between settings belongs. Results go to a new folder under lightning_logs/eval/.
+`mnist_adder.models.nets.ShiftAverage`). An MNIST-addition net reads numbers of any length: `num_digits`
+tests it on sums of numbers that long instead of its own. `split=val` scores the validation images
+instead, which is where a choice between settings belongs. Results go to a new folder under
+lightning_logs/eval/.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             shifter.shifts = check_shifts(cfg.test_time_shifts)
     module, _, name = model.datamodule_target.rpartition(".")
     data_class = getattr(importlib.import_module(module), name)
-    datamodule = data_class(**{**model.datamodule_settings, "data_dir": cfg.paths.data_dir})
+    settings = {**model.datamodule_settings, "data_dir": cfg.paths.data_dir}
+    if cfg.num_digits is not None:
+        if "num_digits" not in settings:
+            raise UserError(
+                f"num_digits is for MNIST-addition checkpoints; {cfg.ckpt_path} reads an image and a number"
+            )
+        settings["num_digits"] = cfg.num_digits
+    datamodule = data_class(**settings)
     if cfg.split == "val" and datamodule.hparams.val_size == 0:
         raise UserError(f"split=val: {cfg.ckpt_path} was trained with no validation images (data.val_size=0)")
     trainer = hydra.utils.instantiate(cfg.trainer, logger=app.make_loggers(cfg.logger))

@@ -71,6 +71,10 @@ def test_the_experiment_learns_digits_from_sums_of_synthetic_numbers(tmp_path, f
     # Its test images paired afresh 100 times: their mean is within the sums that any pairing can score.
     assert 0 <= metrics["test/repaired_sum_acc"] <= 1 and metrics["test/repaired_sum_acc_std"] >= 0
     assert metrics["test/digit_acc_to_2n"] == pytest.approx(metrics["test/digit_acc"] ** 4)  # N = 2 here
+    # The same net on sums of 1-digit numbers: the same images, twice the sums.
+    longer = evaluate(compose_eval(tmp_path / "eval1", f"ckpt_path={checkpoint}", "num_digits=1"))
+    assert longer["test/samples"] == 200 // 2 and longer["test/digit_acc"] == metrics["test/digit_acc"]
+    assert longer["test/digit_acc_to_2n"] == pytest.approx(metrics["test/digit_acc"] ** 2)
 
 
 def test_a_run_that_has_not_learnt_starts_again_from_new_weights(tmp_path, fake_mnist):
