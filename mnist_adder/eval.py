@@ -40,6 +40,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     data_class = getattr(importlib.import_module(module), name)
     settings = {**model.datamodule_settings, "data_dir": cfg.paths.data_dir}
     if cfg.num_digits is not None:
+        if type(cfg.num_digits) is not int or cfg.num_digits < 1:
+            raise UserError(f"num_digits must be a positive integer, got {cfg.num_digits!r}")
         if "num_digits" not in settings:
             raise UserError(
                 f"num_digits is for MNIST-addition checkpoints; {cfg.ckpt_path} reads an image and a number"

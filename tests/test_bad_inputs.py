@@ -92,6 +92,10 @@ EVAL = {
         ["ckpt_path={files}/narrow.ckpt", "test_time_shifts=-2"],
         "error: test_time_",
     ),
+    "number length not a positive integer": (
+        ["ckpt_path={files}/narrow.ckpt", "num_digits=0"],
+        "error: num_digits must be a positive integer, got 0",
+    ),
     "number length for an image + number net": (
         ["ckpt_path={files}/narrow.ckpt", "num_digits=15"],
         "error: num_digits is for MNIST-addition checkpoints",

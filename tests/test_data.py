@@ -4,9 +4,11 @@ import torch.nn.functional as F
 
 import mnist_adder.data.datamodule as data
 from mnist_adder import UserError
+from mnist_adder.data.damage import bitmap_counts
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
 from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.data.pairing import PairedDigits
+from mnist_adder.data.photos import ink_on_dark, to_mnist
 from tests.conftest import synthetic_mnist
 
 
@@ -72,9 +74,6 @@ def test_random_degradation_scans_at_low_resolution_and_changes_the_pen():
 def test_bitmap_storage_matches_a_stored_file_read_back():
     # The batched storage in training must give what predict makes of a file stored that way:
     # damage.bitmap_counts (one image, as a file), then photos.to_mnist.
-    from mnist_adder.data.damage import bitmap_counts
-    from mnist_adder.data.photos import ink_on_dark, to_mnist
-
     rows, columns = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
     radius = (((rows - 12) / 9) ** 2 + ((columns - 15) / 5) ** 2).sqrt()
     ring = ((1.5 - (radius - 1).abs() * 6).clamp(0, 1) * 255).to(torch.uint8)  # a "0", off centre

@@ -86,7 +86,7 @@ class RandomDegradation(nn.Module):
     and enlarged again smoothly, as `mnist_adder.data.photos.to_mnist` prepares such a file. With
     probability `stroke`: a pen finer or broader than the writer's, each stroke worn away or grown by half a
     pixel a side. With probability `bitmap`, in place of the scan: stored as a form reader of the 1990s
-    stored digits (`bitmap_counts`), then prepared as `to_mnist` prepares such a file. A degraded image is
+    stored digits (`stored_as_bitmaps`), then prepared as `to_mnist` prepares such a file. A degraded image is
     rescaled so that its brightest ink is full, as `to_mnist` does.
     """
 
@@ -108,8 +108,9 @@ class RandomDegradation(nn.Module):
         draws = torch.rand(len(images), 5, generator=generator)
         smallest, largest = self.sizes
         sizes = smallest + (draws[:, 1] * (largest - smallest + 1)).long().clamp(max=largest - smallest)
-        stored = (draws[:, 4] < self.bitmap).to(images.device)
-        sizes[(draws[:, 0] >= self.resolution) | stored.cpu()] = 0  # 0: kept at full resolution
+        stored = draws[:, 4] < self.bitmap  # stored as bitmap counts, and not scanned
+        sizes[(draws[:, 0] >= self.resolution) | stored] = 0  # 0: kept at full resolution
+        stored = stored.to(images.device)
         broader = draws[:, 3] < 0.5
         worn = (draws[:, 2] < self.stroke).to(images.device)
         changed = (sizes > 0).to(images.device) | worn | stored
@@ -124,13 +125,13 @@ class RandomDegradation(nn.Module):
             pen = torch.where(broader.to(images.device)[worn, None, None, None], grown, shrunk)
             ink[worn] = F.interpolate(pen, size=(28, 28), mode="area")
         if stored.any():
-            ink[stored] = bitmap_counts(ink[stored].clamp(0, 1))
+            ink[stored] = stored_as_bitmaps(ink[stored].clamp(0, 1))
         ink = ink.clamp(0, 1)
         ink = ink / ink.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-3)
         return torch.where(changed[:, None, None, None], ink / MNIST_STD + background, images)
 
 
-def bitmap_counts(ink: Tensor) -> Tensor:
+def stored_as_bitmaps(ink: Tensor) -> Tensor:
     """(B, 1, 28, 28) ink in [0, 1] -> the same digits as UCI's form reader stored them and `to_mnist` reads
     them back (`mnist_adder.data.damage.bitmap_counts` does it to one image, as a file): the ink's box scaled
     to fill 32 pixels, centred in 32x32 and made black or white; each 4x4 block's count of ink kept, 8x8 in
