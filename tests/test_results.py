@@ -44,6 +44,10 @@ def test_the_most_likely_and_repaired_sums_have_a_column_only_where_a_run_scored
     ]
     assert f"| {' | '.join(columns)} |" in header
     assert "| 40.00 | 42.00 | 43.21 | 41.00 |" in row
+    fake_run(tmp_path / "b", ["experiment=mnist_addition", "seed=2"], 0.995, 0.40)  # scored before them
+    results.main([str(tmp_path)])
+    row = capsys.readouterr().out.splitlines()[2]
+    assert "| 40.00 ± 0.00 | 42.00 (1 of 2 runs) | 43.21 (1 of 2 runs) | 41.00 (1 of 2 runs) |" in row
 
 
 def test_a_folder_without_runs_is_one_clear_error(tmp_path):

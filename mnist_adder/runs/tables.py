@@ -57,13 +57,15 @@ def scalars_of(run_dir: Path, tag: str) -> dict[int, float]:
 
 
 def mean_std(runs: list[dict[str, float]], key: str, scale: float = 1.0, digits: int = 2) -> str:
-    """`key`'s mean ± sample standard deviation over runs, times `scale`; the value alone for one run."""
+    """`key`'s mean ± sample standard deviation over runs, times `scale`; the value alone for one run; and
+    how many runs it is of, if some runs lack it."""
     values = [run[key] * scale for run in runs if key in run]
     if not values:
         return "-"
+    part = f" ({len(values)} of {len(runs)} runs)" if len(values) < len(runs) else ""
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        return f"{values[0]:.{digits}f}{part}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}{part}"
 
 
 def run_groups(folders: list[Path]) -> dict[str, list[Path]]:
