@@ -74,9 +74,8 @@ class RandomDistortion(nn.Module):
         angle, zoom, shift_x, shift_y = draws.to(images.device).unbind(dim=1)
         cos, sin = angle.cos() / (1 + zoom), angle.sin() / (1 + zoom)
         theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
-        return F.grid_sample(images - background, grid, align_corners=False) + background
+        return resampled(images - background, theta, images.shape[-1]) + background
 
 
 class RandomDegradation(nn.Module):

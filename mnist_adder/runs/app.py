@@ -218,8 +218,11 @@ def report(
     def percent(name: str) -> str:
         return f"{100 * metrics[name]:.2f} %" if name in metrics else "-"
 
-    answer_rows = [(f"{stage} answer acc", "answer_acc"), ("heads disagree", "contradictions")]
-    answer_rows.append(("re-paired sum acc", "repaired_sum_acc"))  # MNIST addition: 100 pairings' mean
+    answer_rows = [
+        (f"{stage} answer acc", "answer_acc"),
+        ("heads disagree", "contradictions"),
+        ("re-paired sum acc", "repaired_sum_acc"),  # MNIST addition: 100 pairings' mean
+    ]
     rows = [
         (f"{stage} digit acc", percent(f"{stage}/digit_acc")),
         (f"{stage} sum acc", percent(f"{stage}/sum_acc")),
