@@ -1,5 +1,6 @@
 """The MNIST-addition module: sum-only training of a digit reader, composed from the real config."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_adder.data.carry import add, digits_of
 from mnist_adder.eval import evaluate
-from mnist_adder.models.addition import MNISTAdditionModule, repaired_sum_acc
+from mnist_adder.models.addition import MNISTAdditionModule, imbalance, repaired_sum_acc
 from mnist_adder.models.checkpoints import load_module
 from mnist_adder.runs.callbacks import CarrySignal
 from mnist_adder.train import next_steps, train
@@ -25,6 +26,30 @@ def test_training_never_reads_digit_labels():
         for digits in (torch.zeros(4, 4, dtype=torch.long), torch.ones(4, 4, dtype=torch.long))
     ]
     assert losses[0] == losses[1]
+
+
+def test_imbalance_measures_how_far_the_readings_together_are_from_every_digit_alike():
+    assert imbalance(torch.full((2, 6, 10), 0.1).log()) == pytest.approx(0, abs=1e-6)
+    assert imbalance(torch.eye(10)[[3, 3, 3]].log()) == pytest.approx(math.log(10))  # all read as 3
+    # The one-off basin at N = 100: a 0 read as 1, a 9 as 8, every digit between as either neighbour.
+    # Together those readings say 1 and 8 too often and 0 and 9 too rarely.
+    one_off = torch.stack([(torch.eye(10).roll(-1, 1)[d] + torch.eye(10).roll(1, 1)[d]) for d in range(10)])
+    one_off[0], one_off[9] = 2 * torch.eye(10)[1], 2 * torch.eye(10)[8]
+    assert imbalance((one_off / 2).log()) == pytest.approx(2 * (0.05 * math.log(0.5) + 0.15 * math.log(1.5)))
+
+
+def test_the_balance_penalty_is_added_in_training_only_and_the_logged_loss_is_the_sums():
+    images, total = torch.randn(4, 4, 1, 28, 28), digits_of(torch.tensor([3, 150, 99, 0]), 3)
+    digits = torch.zeros(4, 4, dtype=torch.long)
+    plain, balanced = MNISTAdditionModule(BACKBONE), MNISTAdditionModule(BACKBONE, balance=0.5)
+    balanced.load_state_dict(plain.state_dict())
+    log_probs = plain(images).log_softmax(dim=-1)
+    for stage, penalty in (("train", 0.5 * 4 * imbalance(log_probs)), ("test", 0)):
+        expected = plain.model_step((images, digits, total), stage)["loss"] + penalty
+        assert balanced.model_step((images, digits, total), stage)["loss"].item() == pytest.approx(
+            expected.item()
+        )
+    assert balanced.train_metrics["loss"].compute() == plain.train_metrics["loss"].compute()
 
 
 def test_predicted_sum_is_the_sum_of_the_most_likely_digits():

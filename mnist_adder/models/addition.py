@@ -44,6 +44,13 @@ def repaired_sum_acc(
     return torch.stack(accuracies)
 
 
+def imbalance(log_probs: Tensor) -> Tensor:
+    """KL(mean reading ‖ uniform) of (..., 10) digit log-probabilities: 0 when the batch's readings, taken
+    together, give each digit a tenth of their probability; log 10 when they all say the same digit."""
+    mean = log_probs.flatten(0, -2).exp().mean(dim=0)
+    return (mean * (mean.clamp_min(1e-12) * len(mean)).log()).sum()
+
+
 class MNISTAdditionModule(TaskModule):
     """Learns digits from sums alone: (B, 2N, 1, 28, 28) images of two N-digit numbers -> digit logits.
 
@@ -73,6 +80,7 @@ class MNISTAdditionModule(TaskModule):
         scheduler: dict[str, Any] | None = FROM_RECIPE,
         compile: bool = FROM_RECIPE,
         test_time_shifts: int = FROM_RECIPE,
+        balance: float = FROM_RECIPE,
     ) -> None:
         super().__init__()
         settings = with_recipe("model/mnist_addition", locals())
@@ -99,6 +107,9 @@ class MNISTAdditionModule(TaskModule):
         log_probs = self(images).log_softmax(dim=-1)
         log_p_a, log_p_b = log_probs.chunk(2, dim=1)
         loss = -sum_log_likelihood(log_p_a, log_p_b, total).mean()
+        objective = loss
+        if stage == "train" and self.hparams.balance:  # how far the batch's mean reading is from uniform
+            objective = loss + self.hparams.balance * images.shape[1] * imbalance(log_probs)
         predicted = log_probs.argmax(dim=-1).detach()
         predicted_total = add(*predicted.chunk(2, dim=1))
 
@@ -114,7 +125,7 @@ class MNISTAdditionModule(TaskModule):
             self.test_num_digits = images.shape[1] // 2
         if "samples" in metrics:
             metrics["samples"].update(len(images))
-        return {"loss": loss, "sum_pred": predicted_total, "log_probs": log_probs.detach()}
+        return {"loss": objective, "sum_pred": predicted_total, "log_probs": log_probs.detach()}
 
     def on_test_epoch_start(self) -> None:
         self.test_readings = []
