@@ -71,6 +71,20 @@ def test_with_no_checkpoint_under_the_logs_it_says_how_to_train_one(tmp_path):
     assert newest_checkpoint(tmp_path) == newer / "epoch03.ckpt"
 
 
+def test_the_default_checkpoint_passes_over_newer_mnist_addition_ones(tmp_path):
+    older, newer = tmp_path / "dual" / "checkpoints", tmp_path / "addition" / "checkpoints"
+    for folder, module in ((older, None), (newer, "mnist_adder.models.addition.MNISTAdditionModule")):
+        folder.mkdir(parents=True)
+        torch.save(
+            {"state_dict": {}, **({"module_class": module} if module else {})}, folder / "epoch03.ckpt"
+        )
+    os.utime(older / "epoch03.ckpt", (0, 0))
+    assert newest_checkpoint(tmp_path) == older / "epoch03.ckpt"  # predict reads an image and a number
+    (older / "epoch03.ckpt").unlink()
+    with pytest.raises(UserError, match="only of MNIST addition .* train one with"):
+        newest_checkpoint(tmp_path)
+
+
 def test_a_fresh_clone_answers_with_the_shipped_model():
     # mnist-adder-predict notebooks/seven.png 3, as the README says, before any training
     shipped = PROJECT_ROOT / "lightning_logs" / "reference"

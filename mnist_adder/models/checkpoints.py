@@ -27,14 +27,25 @@ ZIP_MAGIC = b"PK\x03\x04"  # how every file that torch.save writes begins
 
 
 def newest_checkpoint(log_dir: Path = PROJECT_ROOT / "lightning_logs") -> Path:
-    """The newest best checkpoint (not a `last.ckpt`) under log_dir."""
+    """The newest best checkpoint (not a `last.ckpt`) under log_dir of a model that reads an image and a
+    number, what predict, the demo and the reports read: newer MNIST-addition checkpoints are passed over.
+    A file that does not read as a checkpoint is returned as it is, for its loading to say what is wrong."""
     candidates = [path for path in log_dir.rglob("checkpoints/*.ckpt") if not path.name.startswith("last")]
     if not candidates:
         raise UserError(
             f"no checkpoint under {log_dir}: train one with `python -m mnist_adder.train`, "
             "or give --checkpoint PATH"
         )
-    return max(candidates, key=lambda path: path.stat().st_mtime)
+    for path in sorted(candidates, key=lambda path: path.stat().st_mtime, reverse=True):
+        try:
+            if module_class(read_checkpoint(path)) == DEFAULT_MODULE:
+                return path
+        except UserError:
+            return path
+    raise UserError(
+        f"no checkpoint of an image + number model under {log_dir}, only of MNIST addition (two images): "
+        "train one with `python -m mnist_adder.train`, or give --checkpoint PATH"
+    )
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
