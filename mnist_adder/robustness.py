@@ -30,11 +30,13 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from mnist_adder import DATA_DIR, PROJECT_ROOT, UserError
-from mnist_adder.data.damage import DAMAGE
+from mnist_adder.data.damage import DAMAGE, pixels_of
 from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.lettering import FONT_SETS, installed_fonts, lettered
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
 from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, calibration_error, fit_temperature
@@ -60,6 +62,21 @@ def validation_digits() -> tuple[Tensor, Tensor]:
     datamodule.prepare_data()
     datamodule.setup("validate")
     return datamodule.val_set.images, datamodule.val_set.digits
+
+
+def lettered_sets() -> dict[str, tuple[list[Image.Image], Tensor]]:
+    """The digits lettered in each of `FONT_SETS` found installed, as files and stored as 8x8 bitmap
+    counts enlarged with blocky pixels (the storage of the held-out handwriting)."""
+    sets = {}
+    for name, families in FONT_SETS.items():
+        fonts = installed_fonts(families)
+        if not fonts:
+            continue
+        pictures, digits = lettered(fonts)
+        stored = [DAMAGE["8x8 bitmap counts, blocky"](255 - pixels_of(picture)) for picture in pictures]
+        sets[f"{name} ({len(fonts)}), lettered, as files"] = (pictures, digits)
+        sets[f"{name} ({len(fonts)}), lettered, 8x8 bitmap counts, blocky"] = (stored, digits)
+    return sets
 
 
 def temperatures_table(log_probs: dict[str, Tensor], digits: Tensor, temperatures: list[float]) -> list[str]:
@@ -126,6 +143,13 @@ def report(
         for name, (pictures, target) in other_handwriting(limit).items():
             prepared_images, blank = prepared(pictures)
             rows.append([named(name, blank), *score(net, prepared_images, target).cells()])
+    lettering = []
+    if split == "val":
+        for name, (pictures, target) in lettered_sets().items():
+            prepared_images, blank = prepared(pictures)
+            figures = score(net, prepared_images, target)
+            rows.append([named(name, blank), *figures.cells()])
+            lettering.append(figures.answer_acc)
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
     options += f" --temperatures {' '.join(f'{t:g}' for t in temperatures)}" if temperatures else ""
     command = "python -m mnist_adder.robustness" + options
@@ -153,6 +177,11 @@ def report(
         f"Mean answer accuracy over the {len(damaged)} sets read as files: "
         f"{100 * sum(damaged) / len(damaged):.2f} %.",
     ]
+    if lettering:
+        lines[-1] += (
+            f" Over the {len(lettering)} lettered sets, digits no MNIST writer wrote "
+            f"(`mnist_adder.data.lettering`): {100 * sum(lettering) / len(lettering):.2f} %."
+        )
     if temperatures:
         lines += ["", *temperatures_table(log_probs, digits, temperatures)]
     return "\n".join(lines) + "\n"

@@ -58,13 +58,23 @@ class EpochSampler(DistributedSampler):
 class RandomDistortion(nn.Module):
     """Rotate, scale and shift each image of a (B, 1, 28, 28) normalised batch by its own random amount: an
     angle in +-`degrees`, a zoom in 1 +- `scale` and a shift in +-`translate` of the image size, in one
-    `grid_sample`. torchvision's transforms draw one distortion per call, which would move a whole batch
-    alike.
+    `grid_sample`. Writers differ in slant and width too: `shear` slants the digit by up to that many
+    pixels sideways per pixel of height, and `aspect` makes it up to 1 + `aspect` times wider or narrower
+    (both 0, the default, draw nothing, and the other draws stay as they were). torchvision's transforms
+    draw one distortion per call, which would move a whole batch alike.
     """
 
-    def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1) -> None:
+    def __init__(
+        self,
+        degrees: float = 10.0,
+        translate: float = 0.1,
+        scale: float = 0.1,
+        shear: float = 0.0,
+        aspect: float = 0.0,
+    ) -> None:
         super().__init__()
         self.degrees, self.translate, self.scale = degrees, translate, scale
+        self.shear, self.aspect = shear, aspect
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augmented images; the random draws come from `generator` (a CPU one), or torch's global one."""
@@ -74,6 +84,12 @@ class RandomDistortion(nn.Module):
         angle, zoom, shift_x, shift_y = draws.to(images.device).unbind(dim=1)
         cos, sin = angle.cos() / (1 + zoom), angle.sin() / (1 + zoom)
         theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+        if self.shear or self.aspect:  # each output point reads the input at theta @ (x / width + slant y, y)
+            more = torch.rand(len(images), 2, generator=generator) * 2 - 1
+            slant, stretch = (more * torch.tensor([self.shear, math.log1p(self.aspect)])).to(images.device).T
+            zero, one = torch.zeros_like(slant), torch.ones_like(slant)
+            writer = torch.stack([torch.stack([(-stretch).exp(), slant], 1), torch.stack([zero, one], 1)], 1)
+            theta = torch.cat([theta[:, :, :2] @ writer, theta[:, :, 2:]], dim=2)
         background = -MNIST_MEAN / MNIST_STD  # what a blank pixel becomes once normalised
         return resampled(images - background, theta, images.shape[-1]) + background
 
