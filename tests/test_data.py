@@ -48,6 +48,27 @@ def test_random_distortion_moves_each_image_its_own_way_and_keeps_the_background
     assert torch.allclose(data.RandomDistortion(degrees=30)(blank), blank, atol=1e-5)
 
 
+def test_slant_and_width_change_a_digit_and_leave_the_older_draws_alone():
+    background = -MNIST_MEAN / MNIST_STD
+    bar = torch.full((16, 1, 28, 28), background)
+    bar[..., 4:24, 11:17] = (1 - MNIST_MEAN) / MNIST_STD  # a vertical stroke, 6 pixels wide
+    still = {"degrees": 0, "translate": 0, "scale": 0}
+    plain = data.RandomDistortion(**still)(bar, torch.Generator().manual_seed(0))
+    assert torch.allclose(plain, bar, atol=1e-5)
+
+    def columns(images, rows):  # the ink's columns in those rows, per image
+        return (images[:, 0, rows] > 0).any(dim=1).float().argmax(dim=-1)
+
+    slanted = data.RandomDistortion(**still, shear=0.5)(bar, torch.Generator().manual_seed(0))
+    moved = (columns(slanted, slice(4, 6)) - columns(slanted, slice(22, 24))).abs()
+    assert moved.max() >= 4  # the top and the foot of the stroke are pixels apart
+    widths = (data.RandomDistortion(**still, aspect=1.0)(bar) > 0)[:, 0, 14].sum(dim=-1)
+    assert widths.min() < 6 < widths.max()
+    # with neither, the same generator gives the same rotations, shifts and zooms as before both existed
+    older = data.RandomDistortion()(bar, torch.Generator().manual_seed(1))
+    assert torch.equal(data.RandomDistortion(shear=0, aspect=0)(bar, torch.Generator().manual_seed(1)), older)
+
+
 def test_random_degradation_scans_at_low_resolution_and_changes_the_pen():
     background, full = -MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD
     images = torch.full((64, 1, 28, 28), background)

@@ -130,9 +130,12 @@ def test_the_robustness_report_has_a_row_per_set_and_names_its_command(tmp_path)
 
 
 @pytest.mark.mnist
-def test_the_validation_report_reads_the_split_training_holds_out(tmp_path):
+def test_the_validation_report_reads_the_split_training_holds_out(tmp_path, monkeypatch):
+    import mnist_adder.data.lettering as lettering
     from mnist_adder.data.datamodule import DigitPlusNumberDataModule
     from mnist_adder.robustness import main, validation_digits
+
+    monkeypatch.setattr(lettering, "FONT_FOLDERS", ())  # the lettered sets: tests/test_lettering.py
 
     images, digits = validation_digits()
     datamodule = DigitPlusNumberDataModule()
