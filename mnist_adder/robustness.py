@@ -5,6 +5,7 @@ and handwriting from another source, each read through the same preparation as p
     python -m mnist_adder.robustness --checkpoint PATH --limit 500 --out robustness.md
     python -m mnist_adder.robustness --split val     # the damage on validation digits, to choose a recipe
     python -m mnist_adder.robustness --split val --temperatures 1 2 3   # what one temperature does for all
+    python -m mnist_adder.robustness --split val --checkpoint A.ckpt B.ckpt   # two nets, answers averaged
 
 For every set: the accuracy of the answer shown (a digit and its sum, which add up) and of each head
 alone, how often the heads disagree, the expected calibration error before and after temperature scaling,
@@ -123,48 +124,56 @@ def temperatures_table(log_probs: dict[str, Tensor], digits: Tensor, temperature
 
 
 def report(
-    checkpoint: str, limit: int | None, split: str = "test", temperatures: list[float] | None = None
+    checkpoints: list[str], limit: int | None, split: str = "test", temperatures: list[float] | None = None
 ) -> str:
-    """The Markdown report: a row per set, MNIST's clean images first."""
+    """The Markdown report: a row per set, MNIST's clean images first. Several checkpoints are read as one
+    model, their answers' probabilities averaged (`scoring.score`)."""
     if split == "test" and importlib.util.find_spec("sklearn") is None:
         raise UserError('the other handwriting needs the robustness extra: pip install -e ".[robustness]"')
-    net = load_net(checkpoint)
+    nets = [load_net(checkpoint) for checkpoint in checkpoints]
     fetch_mnist(DATA_DIR)
     images, digits = load_mnist(DATA_DIR, train=False) if split == "test" else validation_digits()
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
-    rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
+    rows, damaged = [[f"{mnist}, as tensors", *score(nets, normalise(images), digits).cells()]], []
     log_probs = {}
     for name, damage in DAMAGE.items():
         prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
-        figures = score(net, prepared_images, digits)
+        figures = score(nets, prepared_images, digits)
         log_probs[name] = figures.log_probs
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
         for name, (pictures, target) in other_handwriting(limit).items():
             prepared_images, blank = prepared(pictures)
-            rows.append([named(name, blank), *score(net, prepared_images, target).cells()])
+            rows.append([named(name, blank), *score(nets, prepared_images, target).cells()])
     lettering = []
     if split == "val":
         for name, (pictures, target) in lettered_sets().items():
             prepared_images, blank = prepared(pictures)
-            figures = score(net, prepared_images, target)
+            figures = score(nets, prepared_images, target)
             rows.append([named(name, blank), *figures.cells()])
             lettering.append(figures.answer_acc)
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
     options += f" --temperatures {' '.join(f'{t:g}' for t in temperatures)}" if temperatures else ""
     command = "python -m mnist_adder.robustness" + options
-    path = Path(checkpoint).resolve()
-    shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    paths = [Path(checkpoint).resolve() for checkpoint in checkpoints]
+    shown = " ".join(str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path)
+                     for path in paths)  # fmt: skip
+    temperatures_used = ", ".join(f"{each.temperature:.3f}" for each in nets)
+    temperature = (
+        f"the checkpoint's temperature ({temperatures_used})"
+        if len(nets) == 1
+        else f"each net's temperature ({temperatures_used}), the {len(nets)} nets' answers averaged"
+    )
     lines = [
         f"# Off MNIST's clean {'test' if split == 'test' else 'validation'} images",
         "",
         f"`{command} --checkpoint {shown}`",
         f"({datetime.now():%Y-%m-%d}, commit {commit() or 'unknown'}, {hardware()}). Each image is paired",
         "with a random number (seed 0). The answer is the digit and sum that add up; each head's accuracy is",
-        f"its own. ECE: {ECE_BINS} bins, before and after the checkpoint's temperature",
-        f"({net.temperature:.3f}). Shown as sure: confidence at least {NOT_SURE_BELOW:g}. The damage is",
+        f"its own. ECE: {ECE_BINS} bins, before and after {temperature}.",
+        f"Shown as sure: confidence at least {NOT_SURE_BELOW:g}. The damage is",
         "`mnist_adder/data/damage.py`'s; "
         + (
             "the other handwriting is held out (see the command's docstring)."
@@ -196,7 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
+        "--checkpoint",
+        nargs="+",
+        help="a .ckpt file, or several to read as one model, their answers averaged; "
+        "default: the newest best one under lightning_logs/",
     )
     parser.add_argument("--limit", type=int, help="the first LIMIT images of each set (default: all)")
     parser.add_argument(
@@ -215,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or PROJECT_ROOT / "results" / f"robustness{'-val' if args.split == 'val' else ''}.md"
     with app.user_errors():
-        text = report(args.checkpoint or str(newest_checkpoint()), args.limit, args.split, args.temperatures)
+        checkpoints = args.checkpoint or [str(newest_checkpoint())]
+        text = report(checkpoints, args.limit, args.split, args.temperatures)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}")

@@ -156,3 +156,18 @@ def test_the_validation_report_reads_the_split_training_holds_out(tmp_path, monk
     assert [row[0] for row in rows[:2]] == ["| 1", "| 4"] and "(fit on every set)" in rows[3][0]
     confident = [int(row[3].split(" of ")[0]) for row in rows]
     assert confident[1] <= confident[0]
+
+
+@pytest.mark.mnist
+def test_the_report_reads_several_checkpoints_as_one_model(tmp_path, monkeypatch):
+    import mnist_adder.data.lettering as lettering
+    from mnist_adder.robustness import main
+
+    monkeypatch.setattr(lettering, "FONT_FOLDERS", ())
+    out = tmp_path / "v.md"
+    checkpoints = ["--checkpoint", REFERENCE_CHECKPOINT, DUAL_BEFORE]
+    main([*checkpoints, "--split", "val", "--limit", "30", "--out", str(out)])
+    report = out.read_text()
+    assert "--checkpoint lightning_logs/reference/" in report
+    assert " tests/checkpoints/dual-2026-11-27.ckpt`" in report
+    assert "the 2 nets' answers averaged" in report

@@ -10,8 +10,9 @@ each head's, how often the heads disagree, calibration, confident mistakes and t
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,13 +81,35 @@ def logits_of(net: AdderNet, images: Tensor, numbers: Tensor) -> tuple[Tensor, T
     return digit_logits, sum_logits
 
 
-def score(net: AdderNet, images: Tensor, digits: Tensor) -> Scores:
-    """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number."""
+def mean_of_probs(log_probs: list[Tensor]) -> Tensor:
+    """The log of the mean of the probabilities whose logs (or logits) are `log_probs`."""
+    parts = torch.stack([part.log_softmax(dim=1) for part in log_probs])
+    return parts.logsumexp(dim=0) - math.log(len(log_probs))
+
+
+def score(net: AdderNet | Sequence[AdderNet], images: Tensor, digits: Tensor) -> Scores:
+    """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number. For
+    several nets, their average: each head's probabilities averaged for the heads' own answers, and each
+    net's answer probabilities, at its own temperature, averaged for the answer."""
+    nets = [net] if isinstance(net, AdderNet) else list(net)
     numbers = numbers_for(len(digits))
-    logits = logits_of(net, images, numbers)
-    head_digit, head_sum = net.head_answers(*logits, numbers)
-    log_probs = net.answer_log_probs(*logits, numbers, temperature=1.0)
-    probs = (log_probs / net.temperature).softmax(dim=1)
+    each = [logits_of(net, images, numbers) for net in nets]
+    readings = {(net.digit_from_sum, sums.shape[1]) for net, (_, sums) in zip(nets, each, strict=True)}
+    if len(readings) > 1:
+        raise UserError(
+            "nets to average must read digits alike: all trained with digits, or all on sums alone, "
+            "with sum heads of one width"
+        )
+    logits = tuple(mean_of_probs(list(head)) for head in zip(*each, strict=True))
+    head_digit, head_sum = nets[0].head_answers(*logits, numbers)
+    answers = [
+        net.answer_log_probs(*net_logits, numbers, temperature=1.0)
+        for net, net_logits in zip(nets, each, strict=True)
+    ]
+    log_probs = mean_of_probs(answers)
+    probs = torch.stack(
+        [(part / net.temperature).softmax(dim=1) for net, part in zip(nets, answers, strict=True)]
+    ).mean(0)
     confidence, answer = probs.max(dim=1)
     wrong, sure = answer != digits, confidence >= NOT_SURE_BELOW
     return Scores(
@@ -94,7 +117,7 @@ def score(net: AdderNet, images: Tensor, digits: Tensor) -> Scores:
         answer_acc=float((~wrong).float().mean()),
         digit_head=float((head_digit == digits).float().mean()),
         sum_head=float((head_sum == digits + numbers).float().mean()),
-        heads_disagree=float(net.heads_disagree(*logits, numbers).float().mean()),
+        heads_disagree=float(nets[0].heads_disagree(*logits, numbers).float().mean()),
         ece_before=calibration_error(log_probs.exp(), digits),
         ece_after=calibration_error(probs, digits),
         mistakes=int(wrong.sum()),

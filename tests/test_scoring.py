@@ -1,0 +1,53 @@
+"""The figures of a set (`mnist_adder.models.scoring.score`), for one net and for several averaged."""
+
+import pytest
+import torch
+
+from mnist_adder import UserError
+from mnist_adder.models.nets import AdderNet, CompactCNN, LearnedSumHead
+from mnist_adder.models.scoring import numbers_for, score
+
+
+def a_net(seed: int, temperature: float = 1.0, digit_from_sum: bool = False) -> AdderNet:
+    torch.manual_seed(seed)
+    net = AdderNet(CompactCNN(width=4), LearnedSumHead(hidden=8), digit_from_sum).eval()
+    net.temperature = temperature
+    return net
+
+
+def test_one_net_alone_and_in_a_list_and_twice_over_give_the_same_figures():
+    images, digits = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    net = a_net(0, temperature=1.7)
+    alone, listed, twice = (
+        score(net, images, digits),
+        score([net], images, digits),
+        score([net, net], images, digits),
+    )
+    numbers = numbers_for(64)
+    with torch.inference_mode():
+        expected = net.answer_log_probs(*net(images, numbers), numbers, temperature=1.0)
+    assert torch.allclose(alone.log_probs, expected, atol=1e-5)
+    for other in (listed, twice):
+        assert torch.allclose(other.log_probs, alone.log_probs, atol=1e-5)
+        assert other.cells() == alone.cells()
+
+
+def test_several_nets_average_their_answers_each_at_its_own_temperature():
+    images, digits = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    first, second = a_net(0, temperature=0.5), a_net(1, temperature=3.0)
+    both = score([first, second], images, digits)
+    alone = [score(net, images, digits) for net in (first, second)]
+    mean = torch.stack([figures.log_probs.exp() for figures in alone]).mean(dim=0)
+    assert torch.allclose(both.log_probs.exp(), mean, atol=1e-5)  # at temperature 1, for the ECE before
+    pairs = zip(alone, (first, second), strict=True)
+    each = [(figures.log_probs / net.temperature).softmax(dim=1) for figures, net in pairs]
+    calibrated = torch.stack(each).mean(dim=0)
+    assert both.answer_acc == float((calibrated.argmax(dim=1) == digits).float().mean())
+    confident = (calibrated.max(dim=1).values > 0.9) & (calibrated.argmax(dim=1) != digits)
+    assert both.confident_mistakes == int(confident.sum())
+
+
+def test_nets_that_read_digits_differently_are_not_averaged():
+    images, digits = torch.randn(8, 1, 28, 28), torch.arange(8)
+    with pytest.raises(UserError, match="nets to average must read digits alike"):
+        score([a_net(0), a_net(1, digit_from_sum=True)], images, digits)
