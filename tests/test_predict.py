@@ -11,7 +11,7 @@ from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.data.photos import read_image, to_mnist
 from mnist_adder.models.checkpoints import newest_checkpoint
-from tests.conftest import REFERENCE_CHECKPOINT
+from tests.conftest import DUAL_BEFORE, REFERENCE_CHECKPOINT
 
 
 def ink(image: np.ndarray) -> torch.Tensor:
@@ -91,6 +91,27 @@ def test_a_fresh_clone_answers_with_the_shipped_model():
     assert str(newest_checkpoint(shipped)) == REFERENCE_CHECKPOINT
     result = subprocess.run(
         ["mnist-adder-predict", "--checkpoint", REFERENCE_CHECKPOINT, "notebooks/seven.png", "3"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("notebooks/seven.png + 3: digit 7, sum 10 (")
+
+
+def test_several_checkpoints_answer_with_the_mean_of_their_probabilities():
+    from mnist_adder.predict import predict_files
+
+    pair = ["notebooks/seven.png", "3"]
+    (first,), (second,) = (
+        predict_files(pair, checkpoint) for checkpoint in (REFERENCE_CHECKPOINT, DUAL_BEFORE)
+    )
+    (alone,) = predict_files(pair, [REFERENCE_CHECKPOINT, REFERENCE_CHECKPOINT])
+    assert alone["probability"] == pytest.approx(first["probability"], abs=1e-6)
+    (both,) = predict_files(pair, [REFERENCE_CHECKPOINT, DUAL_BEFORE])
+    assert both["digit"] == 7 and both["sum"] == 10
+    mean = (first["probability"] + second["probability"]) / 2  # both read the seven as a 7
+    assert both["probability"] == pytest.approx(mean, abs=1e-6)
+    result = subprocess.run(
+        ["mnist-adder-predict", "--checkpoint", REFERENCE_CHECKPOINT, "--checkpoint", DUAL_BEFORE, *pair],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
