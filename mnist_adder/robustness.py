@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkpoint",
         nargs="+",
+        action="extend",  # --checkpoint A B and --checkpoint A --checkpoint B alike, as predict takes them
         help="a .ckpt file, or several to read as one model, their answers averaged; "
         "default: the newest best one under lightning_logs/",
     )

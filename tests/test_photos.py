@@ -171,3 +171,7 @@ def test_the_report_reads_several_checkpoints_as_one_model(tmp_path, monkeypatch
     assert "--checkpoint lightning_logs/reference/" in report
     assert " tests/checkpoints/dual-2026-11-27.ckpt`" in report
     assert "the 2 nets' answers averaged" in report
+    # the option given once per net, as predict takes it, reads the same two nets
+    repeated = ["--checkpoint", REFERENCE_CHECKPOINT, "--checkpoint", DUAL_BEFORE]
+    main([*repeated, "--split", "val", "--limit", "30", "--out", str(tmp_path / "w.md")])
+    assert (tmp_path / "w.md").read_text() == report
