@@ -1,6 +1,6 @@
 """A drawing demo in the browser: draw a digit, pick a number, and the model reads the digit and adds.
 
-    python -m mnist_adder.demo                       # the newest best checkpoint under lightning_logs/
+    python -m mnist_adder.demo                       # the newest trained, or else the shipped model
     python -m mnist_adder.demo --checkpoint PATH     # a .ckpt file written by mnist_adder.train
 
 Then open http://127.0.0.1:7860. The drawing is prepared by the same code as `mnist-adder-predict`
@@ -19,7 +19,7 @@ from PIL import Image
 from mnist_adder import UserError
 from mnist_adder.data.mnist import DIGIT_CLASSES
 from mnist_adder.data.photos import ink_on_dark, to_mnist
-from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+from mnist_adder.models.checkpoints import default_model, load_net
 from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet
 
 try:
@@ -85,14 +85,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mnist_adder.demo", description=__doc__,
                                      formatter_class=formatter)  # fmt: skip
     parser.add_argument(
-        "--checkpoint", help="a .ckpt file; default: the newest best one under lightning_logs/"
+        "--checkpoint",
+        help="a .ckpt file; default: the newest best one trained under lightning_logs/, or else the "
+        "shipped model",
     )
     parser.add_argument("--port", type=int, default=7860, help="the port to serve on (default 7860)")
     args = parser.parse_args(argv)
     if gr is None:
         sys.exit('error: the demo needs Gradio: pip install -e ".[demo]"')
     try:
-        net = load_net(args.checkpoint or newest_checkpoint())
+        net = load_net(args.checkpoint or default_model())
     except UserError as error:
         sys.exit(f"error: {error}")
     build(net).launch(server_name="127.0.0.1", server_port=args.port)

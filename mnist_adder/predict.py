@@ -6,11 +6,13 @@
     mnist-adder-predict --checkpoint A.ckpt --checkpoint B.ckpt digit.png 3   # several nets, averaged
 
 An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint or
---model, the newest best checkpoint under lightning_logs/ answers. Several --checkpoint answer together:
-each net's calibrated probabilities are averaged, which on other writers' digits reads better and is
-less often sure of a wrong answer than one net (results/README.md). Neither Lightning nor Hydra is
-imported, and with --model (a file from `python -m mnist_adder.export`) not torch either: numpy, Pillow
-and onnxruntime are all it needs.
+--model, the newest best checkpoint trained under lightning_logs/ answers, and before any, the shipped
+model: lightning_logs/reference/averaged.ckpt, six nets averaged (`default_model`). Several --checkpoint
+answer as one model, each head's probabilities averaged over the nets (`AveragedNets`), which on other
+writers' digits reads better and is less often sure of a wrong answer than one net (results/README.md);
+`python -m mnist_adder.average` joins them into one file. Neither Lightning nor Hydra is imported, and
+with --model (a file from `python -m mnist_adder.export`) not torch either: numpy, Pillow and
+onnxruntime are all it needs.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ def answers(digit_probs: np.ndarray, numbers: list[int], not_sure_below: float) 
 
 def predict(net: AdderNet | Sequence[AdderNet], images: Tensor, numbers: Tensor) -> list[dict]:
     """`answers` for (B, 1, 28, 28) images and (B,) numbers, from the net's calibrated probabilities
-    (`AdderNet.probabilities`), or the mean of several nets', sure from `NOT_SURE_BELOW` on."""
-    from mnist_adder.models.nets import NOT_SURE_BELOW
+    (`AdderNet.probabilities`), or those of several nets averaged (`AveragedNets`), sure from
+    `NOT_SURE_BELOW` on."""
+    from mnist_adder.models.nets import NOT_SURE_BELOW, AveragedNets
 
-    nets = net if isinstance(net, Sequence) else [net]
-    digit_probs = sum(each.probabilities(images, numbers)[0] for each in nets) / len(nets)
+    net = AveragedNets(net) if isinstance(net, Sequence) else net
+    digit_probs = net.probabilities(images, numbers)[0]
     return answers(digit_probs.cpu().numpy(), numbers.tolist(), NOT_SURE_BELOW)
 
 
@@ -85,10 +88,10 @@ def predict_files(
     else:
         import torch
 
-        from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+        from mnist_adder.models.checkpoints import default_model, load_net
 
         images = np.stack([to_mnist(read_image(path), name=f"image {path}") for path in paths])
-        checkpoints = [checkpoint] if isinstance(checkpoint, str) else checkpoint or [newest_checkpoint()]
+        checkpoints = [checkpoint] if isinstance(checkpoint, str) else checkpoint or [default_model()]
         nets = [load_net(path) for path in checkpoints]
         results = predict(nets, torch.from_numpy(images), torch.tensor(numbers))
     for path, result in zip(paths, results, strict=True):
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "--checkpoint",
         action="append",
         help="a .ckpt file, given again for each further net to average; "
-        "default: the newest best one under lightning_logs/",
+        "default: the newest best one trained under lightning_logs/, or else the shipped model",
     )
     parser.add_argument("--model", help="an .onnx file from python -m mnist_adder.export, instead")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

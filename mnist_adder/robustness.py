@@ -42,7 +42,7 @@ from mnist_adder.data.datamodule import DigitPlusNumberDataModule
 from mnist_adder.data.lettering import FONT_SETS, installed_fonts, lettered
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
-from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, calibration_error, fit_temperature
+from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AveragedNets, calibration_error, fit_temperature
 from mnist_adder.models.scoring import (
     COLUMNS,
     CONFIDENT,
@@ -127,31 +127,32 @@ def report(
     checkpoints: list[str], limit: int | None, split: str = "test", temperatures: list[float] | None = None
 ) -> str:
     """The Markdown report: a row per set, MNIST's clean images first. Several checkpoints are read as one
-    model, their answers' probabilities averaged (`scoring.score`)."""
+    model, their heads' probabilities averaged (`AveragedNets`)."""
     if split == "test" and importlib.util.find_spec("sklearn") is None:
         raise UserError('the other handwriting needs the robustness extra: pip install -e ".[robustness]"')
     nets = [load_net(checkpoint) for checkpoint in checkpoints]
+    net = nets[0] if len(nets) == 1 else AveragedNets(nets)
     fetch_mnist(DATA_DIR)
     images, digits = load_mnist(DATA_DIR, train=False) if split == "test" else validation_digits()
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
-    rows, damaged = [[f"{mnist}, as tensors", *score(nets, normalise(images), digits).cells()]], []
+    rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
     log_probs = {}
     for name, damage in DAMAGE.items():
         prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
-        figures = score(nets, prepared_images, digits)
+        figures = score(net, prepared_images, digits)
         log_probs[name] = figures.log_probs
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
         for name, (pictures, target) in other_handwriting(limit).items():
             prepared_images, blank = prepared(pictures)
-            rows.append([named(name, blank), *score(nets, prepared_images, target).cells()])
+            rows.append([named(name, blank), *score(net, prepared_images, target).cells()])
     lettering = []
     if split == "val":
         for name, (pictures, target) in lettered_sets().items():
             prepared_images, blank = prepared(pictures)
-            figures = score(nets, prepared_images, target)
+            figures = score(net, prepared_images, target)
             rows.append([named(name, blank), *figures.cells()])
             lettering.append(figures.answer_acc)
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
@@ -160,12 +161,12 @@ def report(
     paths = [Path(checkpoint).resolve() for checkpoint in checkpoints]
     shown = " ".join(str(path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path)
                      for path in paths)  # fmt: skip
-    temperatures_used = ", ".join(f"{each.temperature:.3f}" for each in nets)
-    temperature = (
-        f"the checkpoint's temperature ({temperatures_used})"
-        if len(nets) == 1
-        else f"each net's temperature ({temperatures_used}), the {len(nets)} nets' answers averaged"
-    )
+    if isinstance(net, AveragedNets):
+        each = ", ".join(f"{member.temperature:.3f}" for member in net.nets)
+        temperature = (f"the temperature {net.temperature:.3f}, the mean of the {len(net.nets)} nets' own "
+                       f"({each}), their heads' probabilities averaged")  # fmt: skip
+    else:
+        temperature = f"the checkpoint's temperature ({net.temperature:.3f})"
     lines = [
         f"# Off MNIST's clean {'test' if split == 'test' else 'validation'} images",
         "",

@@ -14,6 +14,8 @@ from mnist_adder.runs import app
 
 # The best checkpoint of the reference run that ships in lightning_logs/reference/.
 (REFERENCE_CHECKPOINT,) = map(str, (PROJECT_ROOT / "lightning_logs" / "reference").rglob("epoch*.ckpt"))
+# The model people get before they train one: that run's net and five more, averaged (`default_model`).
+SHIPPED_MODEL = str(PROJECT_ROOT / "lightning_logs" / "reference" / "averaged.ckpt")
 # The one shipped before it (model=dual, 2026-11-27, written before the commands moved to the package top).
 DUAL_BEFORE = str(PROJECT_ROOT / "tests" / "checkpoints" / "dual-2026-11-27.ckpt")
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from mnist_adder import UserError
-from mnist_adder.models.checkpoints import load_module, load_net, read_checkpoint
+from mnist_adder.models.checkpoints import load_module, load_net, read_checkpoint, write_averaged
 from mnist_adder.models.module import DigitPlusNumberModule
+from mnist_adder.models.nets import AveragedNets
 from mnist_adder.runs.callbacks import AtomicCheckpointIO
 from tests.test_module import NET, batch
 
@@ -58,3 +59,26 @@ def test_a_save_that_fails_midway_leaves_the_old_checkpoint_whole(tmp_path, monk
         AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
     assert (tmp_path / "last.ckpt").read_bytes() == before
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left either
+
+
+def test_nets_written_as_one_file_load_as_their_average_and_nothing_is_overwritten(tmp_path):
+    saved(tmp_path, "a.ckpt")
+    torch.manual_seed(1)
+    saved(tmp_path, "b.ckpt", digit_loss_weight=0.5)
+    paths = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    written = write_averaged(paths, tmp_path / "both.ckpt")
+    loaded = load_net(tmp_path / "both.ckpt")
+    assert not loaded.training and len(loaded.nets) == 2 and loaded.temperature == written.temperature
+    images, numbers, _, _ = batch()
+    expected = AveragedNets([load_net(path) for path in paths]).probabilities(images, numbers)
+    for ours, theirs in zip(loaded.probabilities(images, numbers), expected, strict=True):
+        assert torch.equal(ours, theirs)
+    before = (tmp_path / "both.ckpt").read_bytes()
+    with pytest.raises(UserError, match="exists"):
+        write_averaged(paths, tmp_path / "both.ckpt")
+    assert (tmp_path / "both.ckpt").read_bytes() == before
+    with pytest.raises(UserError, match="is not one net's checkpoint"):
+        write_averaged([tmp_path / "both.ckpt"], tmp_path / "again.ckpt")
+    with pytest.raises(UserError, match="holds several nets averaged"):
+        load_module(tmp_path / "both.ckpt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.ckpt", "b.ckpt", "both.ckpt"]

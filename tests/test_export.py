@@ -16,8 +16,8 @@ from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net
 from mnist_adder.models.exported import ExportedModel
 from mnist_adder.models.exporting import export, load_torch_export
-from mnist_adder.models.nets import adder_net
-from tests.conftest import REFERENCE_CHECKPOINT
+from mnist_adder.models.nets import AveragedNets, adder_net
+from tests.conftest import REFERENCE_CHECKPOINT, SHIPPED_MODEL
 
 # Every shipped variant and sum head: (model recipe, changes to it).
 VARIANTS = {
@@ -103,6 +103,27 @@ def test_the_export_command_writes_a_model_that_the_printed_command_answers_with
     result = subprocess.run(answer.split(), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("notebooks/seven.png + 3: digit 7, sum 10 (")
+
+
+def test_nets_averaged_export_as_one_model_that_answers_as_they_do(tmp_path):
+    averaged = AveragedNets([net_of("dual"), net_of("fast")])
+    image, number = inputs(5)
+    got = ExportedModel(export(averaged, "onnx", tmp_path / "model.onnx")).run(image.numpy(), number.numpy())
+    for name, a, b in zip(got, list(got.values()), expected(averaged, image, number), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
+
+
+def test_the_shipped_averaged_model_exports_without_a_card_and_says_so_in_one_line(tmp_path):
+    command = [
+        "python",
+        "-m",
+        "mnist_adder.export",
+        f"ckpt_path={SHIPPED_MODEL}",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    refused = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "export it with card=false" in refused.stderr and not (tmp_path / "model.onnx").exists()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mnist_adder import UserError
 from mnist_adder.models.nets import (
     AdderNet,
+    AveragedNets,
     CompactCNN,
     ExactSumHead,
     FastCNN,
@@ -129,3 +130,32 @@ def test_seed_nets_copy_the_published_parameter_counts_and_shapes():
     image, number = torch.randn(2, 1, 28, 28), torch.tensor([1, 8])
     assert [tuple(out.shape) for out in dual(image, number)] == [(2, 10), (2, 19)]
     assert [tuple(out.shape) for out in adder(image, number)] == [(2, 10), (2, 20)]
+
+
+def test_nets_averaged_give_the_mean_of_each_heads_probabilities_at_the_mean_temperature():
+    images, numbers = torch.randn(6, 1, 28, 28), torch.arange(6) % 10
+    nets = []
+    for seed, temperature in ((0, 1.0), (1, 3.0)):
+        torch.manual_seed(seed)
+        nets.append(AdderNet(CompactCNN(width=4), LearnedSumHead(hidden=8)).eval())
+        nets[-1].temperature = temperature
+    averaged = AveragedNets(nets)
+    assert averaged.temperature == 2.0
+    with torch.inference_mode():
+        digit_logits, sum_logits = averaged(images, numbers)
+        heads = [net(images, numbers) for net in nets]
+    for logits, each in zip((digit_logits, sum_logits), zip(*heads, strict=True), strict=True):
+        assert torch.allclose(logits.exp(), (each[0].softmax(dim=1) + each[1].softmax(dim=1)) / 2, atol=1e-6)
+    digit_probs, sum_probs = averaged.probabilities(images, numbers)
+    assert torch.allclose(digit_probs, sum_probs.gather(1, numbers[:, None] + torch.arange(10)))
+    alone = AveragedNets(nets[:1])
+    assert torch.allclose(alone.probabilities(images, numbers)[0], nets[0].probabilities(images, numbers)[0],
+                          atol=1e-6)  # fmt: skip
+
+
+def test_nets_that_read_digits_differently_are_not_averaged():
+    with pytest.raises(UserError, match="read digits alike"):
+        AveragedNets([AdderNet(CompactCNN(width=4), LearnedSumHead(hidden=8)),
+                      AdderNet(CompactCNN(width=4), ReferenceSumHead(), digit_from_sum=True)])  # fmt: skip
+    with pytest.raises(UserError, match="no nets to average"):
+        AveragedNets([])

@@ -170,7 +170,7 @@ def test_the_report_reads_several_checkpoints_as_one_model(tmp_path, monkeypatch
     report = out.read_text()
     assert "--checkpoint lightning_logs/reference/" in report
     assert " tests/checkpoints/dual-2026-11-27.ckpt`" in report
-    assert "the 2 nets' answers averaged" in report
+    assert "the mean of the 2 nets' own" in report and "their heads' probabilities averaged" in report
     # the option given once per net, as predict takes it, reads the same two nets
     repeated = ["--checkpoint", REFERENCE_CHECKPOINT, "--checkpoint", DUAL_BEFORE]
     main([*repeated, "--split", "val", "--limit", "30", "--out", str(tmp_path / "w.md")])

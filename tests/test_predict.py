@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,8 +11,8 @@ from PIL import Image
 from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.data.mnist import MNIST_MEAN, MNIST_STD
 from mnist_adder.data.photos import read_image, to_mnist
-from mnist_adder.models.checkpoints import newest_checkpoint
-from tests.conftest import DUAL_BEFORE, REFERENCE_CHECKPOINT
+from mnist_adder.models.checkpoints import default_model, newest_checkpoint
+from tests.conftest import DUAL_BEFORE, REFERENCE_CHECKPOINT, SHIPPED_MODEL
 
 
 def ink(image: np.ndarray) -> torch.Tensor:
@@ -90,26 +91,44 @@ def test_a_fresh_clone_answers_with_the_shipped_model():
     shipped = PROJECT_ROOT / "lightning_logs" / "reference"
     assert str(newest_checkpoint(shipped)) == REFERENCE_CHECKPOINT
     result = subprocess.run(
-        ["mnist-adder-predict", "--checkpoint", REFERENCE_CHECKPOINT, "notebooks/seven.png", "3"],
+        ["mnist-adder-predict", "--checkpoint", SHIPPED_MODEL, "notebooks/seven.png", "3"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("notebooks/seven.png + 3: digit 7, sum 10 (")
 
 
-def test_several_checkpoints_answer_with_the_mean_of_their_probabilities():
+def test_the_default_model_is_the_newest_trained_and_before_any_the_shipped_one(tmp_path):
+    shipped, reference_run = tmp_path / "reference" / "averaged.ckpt", tmp_path / "reference" / "run"
+    (reference_run / "checkpoints").mkdir(parents=True)
+    shutil.copy(REFERENCE_CHECKPOINT, reference_run / "checkpoints" / "epoch14.ckpt")
+    shutil.copy(SHIPPED_MODEL, shipped)
+    assert default_model(tmp_path) == shipped
+    trained = tmp_path / "model-dual" / "checkpoints" / "epoch03.ckpt"
+    trained.parent.mkdir(parents=True)
+    shutil.copy(DUAL_BEFORE, trained)
+    os.utime(trained, (0, 0))  # older than the shipped files: trained still comes first
+    assert default_model(tmp_path) == trained
+    trained.unlink()
+    shipped.unlink()  # without the shipped model, the newest checkpoint, the reference run's included
+    assert default_model(tmp_path) == reference_run / "checkpoints" / "epoch14.ckpt"
+
+
+def test_several_checkpoints_answer_as_their_nets_averaged():
+    from mnist_adder.models.checkpoints import load_net
+    from mnist_adder.models.nets import AveragedNets
     from mnist_adder.predict import predict_files
 
     pair = ["notebooks/seven.png", "3"]
-    (first,), (second,) = (
-        predict_files(pair, checkpoint) for checkpoint in (REFERENCE_CHECKPOINT, DUAL_BEFORE)
-    )
+    (first,) = predict_files(pair, REFERENCE_CHECKPOINT)
     (alone,) = predict_files(pair, [REFERENCE_CHECKPOINT, REFERENCE_CHECKPOINT])
     assert alone["probability"] == pytest.approx(first["probability"], abs=1e-6)
     (both,) = predict_files(pair, [REFERENCE_CHECKPOINT, DUAL_BEFORE])
+    image = torch.from_numpy(to_mnist(read_image(pair[0]))[None])
+    averaged = AveragedNets([load_net(REFERENCE_CHECKPOINT), load_net(DUAL_BEFORE)])
+    probs = averaged.probabilities(image, torch.tensor([3]))[0][0]
     assert both["digit"] == 7 and both["sum"] == 10
-    mean = (first["probability"] + second["probability"]) / 2  # both read the seven as a 7
-    assert both["probability"] == pytest.approx(mean, abs=1e-6)
+    assert both["probability"] == pytest.approx(float(probs[7]), abs=1e-6)
     result = subprocess.run(
         ["mnist-adder-predict", "--checkpoint", REFERENCE_CHECKPOINT, "--checkpoint", DUAL_BEFORE, *pair],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,

@@ -32,16 +32,19 @@ def test_one_net_alone_and_in_a_list_and_twice_over_give_the_same_figures():
         assert other.cells() == alone.cells()
 
 
-def test_several_nets_average_their_answers_each_at_its_own_temperature():
+def test_several_nets_are_read_as_their_heads_averaged_at_the_mean_of_their_temperatures():
     images, digits = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
     first, second = a_net(0, temperature=0.5), a_net(1, temperature=3.0)
     both = score([first, second], images, digits)
-    alone = [score(net, images, digits) for net in (first, second)]
-    mean = torch.stack([figures.log_probs.exp() for figures in alone]).mean(dim=0)
-    assert torch.allclose(both.log_probs.exp(), mean, atol=1e-5)  # at temperature 1, for the ECE before
-    pairs = zip(alone, (first, second), strict=True)
-    each = [(figures.log_probs / net.temperature).softmax(dim=1) for figures, net in pairs]
-    calibrated = torch.stack(each).mean(dim=0)
+    numbers = numbers_for(64)
+    with torch.inference_mode():
+        heads = [net(images, numbers) for net in (first, second)]
+    digit_probs = torch.stack([digit.softmax(dim=1) for digit, _ in heads]).mean(dim=0)
+    sum_probs = torch.stack([total.softmax(dim=1) for _, total in heads]).mean(dim=0)
+    sums = numbers[:, None] + torch.arange(10)
+    expected = (digit_probs.log() + sum_probs.gather(1, sums).log()).log_softmax(dim=1)
+    assert torch.allclose(both.log_probs, expected, atol=1e-5)  # at temperature 1, for the ECE before
+    calibrated = (expected / 1.75).softmax(dim=1)
     assert both.answer_acc == float((calibrated.argmax(dim=1) == digits).float().mean())
     confident = (calibrated.max(dim=1).values > 0.9) & (calibrated.argmax(dim=1) != digits)
     assert both.confident_mistakes == int(confident.sum())

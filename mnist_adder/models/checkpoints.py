@@ -1,8 +1,9 @@
 """Checkpoints: read one safely, find the newest, and load the model it holds, for people or for Lightning.
 
-    from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+    from mnist_adder.models.checkpoints import default_model, load_net, newest_checkpoint
     net = load_net(newest_checkpoint())          # an AdderNet in eval mode; no Lightning, no Hydra
     digit, total = net.predict(images, numbers)   # (B, 1, 28, 28) normalised, (B,) int64 -> (B,), (B,)
+    net = load_net(default_model())              # what predict and the demo answer with by default
 
 Checkpoints are written whole or not at all (`mnist_adder.runs.callbacks.AtomicCheckpointIO`); a file cut
 short some other way is called damaged, and the intact checkpoints beside it are named.
@@ -20,17 +21,23 @@ import torch
 
 from mnist_adder import PROJECT_ROOT, UserError
 from mnist_adder.models import current_name
-from mnist_adder.models.nets import AdderNet, adder_net
+from mnist_adder.models.nets import AdderNet, AveragedNets, adder_net
 
 DEFAULT_MODULE = "mnist_adder.models.module.DigitPlusNumberModule"  # of a checkpoint that names no class
+AVERAGED = "mnist_adder.models.nets.AveragedNets"  # of a file of several nets, `write_averaged`'s
+LOG_DIR = PROJECT_ROOT / "lightning_logs"
 ZIP_MAGIC = b"PK\x03\x04"  # how every file that torch.save writes begins
 
 
-def newest_checkpoint(log_dir: Path = PROJECT_ROOT / "lightning_logs") -> Path:
-    """The newest best checkpoint (not a `last.ckpt`) under log_dir of a model that reads an image and a
-    number, what predict, the demo and the reports read: newer MNIST-addition checkpoints are passed over.
-    A file that does not read as a checkpoint is returned as it is, for its loading to say what is wrong."""
-    candidates = [path for path in log_dir.rglob("checkpoints/*.ckpt") if not path.name.startswith("last")]
+def newest_checkpoint(log_dir: Path = LOG_DIR, outside: Path | None = None) -> Path:
+    """The newest best checkpoint (not a `last.ckpt`) under log_dir, and not under `outside`, of a model
+    that reads an image and a number, what the reports read: newer MNIST-addition checkpoints are passed
+    over. A file that does not read as a checkpoint is returned as it is, for its loading to say what is
+    wrong."""
+    candidates = [
+        path for path in log_dir.rglob("checkpoints/*.ckpt")
+        if not path.name.startswith("last") and not (outside and path.is_relative_to(outside))
+    ]  # fmt: skip
     if not candidates:
         raise UserError(
             f"no checkpoint under {log_dir}: train one with `python -m mnist_adder.train`, "
@@ -46,6 +53,19 @@ def newest_checkpoint(log_dir: Path = PROJECT_ROOT / "lightning_logs") -> Path:
         f"no checkpoint of an image + number model under {log_dir}, only of MNIST addition (two images): "
         "train one with `python -m mnist_adder.train`, or give --checkpoint PATH"
     )
+
+
+def default_model(log_dir: Path = LOG_DIR) -> Path:
+    """What predict and the demo answer with when given no checkpoint: the newest best checkpoint of a run
+    trained under log_dir; before any, the shipped model, reference/averaged.ckpt (the reference run's
+    net and five more, averaged: results/README.md, "Several nets averaged")."""
+    shipped = log_dir / "reference" / "averaged.ckpt"
+    if not shipped.is_file():
+        return newest_checkpoint(log_dir)
+    try:
+        return newest_checkpoint(log_dir, outside=log_dir / "reference")
+    except UserError:  # nothing trained yet
+        return shipped
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
@@ -130,6 +150,11 @@ def load_module(ckpt_path: str | Path) -> Any:
     name = module_class(checkpoint)
     if not name.startswith("mnist_adder."):  # import nothing a foreign file names
         raise UserError(f"ckpt_path {ckpt_path} is not an mnist-adder checkpoint (it names the class {name})")
+    if name == AVERAGED:
+        raise UserError(
+            f"ckpt_path {ckpt_path} holds several nets averaged (python -m mnist_adder.average): predict, "
+            "the demo, robustness and export read it; give eval or train one net's checkpoint"
+        )
     check_described(checkpoint, ckpt_path, name)
     with built_from(ckpt_path):
         module, _, cls = name.rpartition(".")
@@ -143,7 +168,9 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
     """The `AdderNet` of an image + number checkpoint, in eval mode, built from its hyper-parameters with
     no Lightning, torchmetrics or Hydra import: what predict, the demo and a plain shell need."""
     checkpoint = read_checkpoint(ckpt_path)
-    if (name := module_class(checkpoint)) != DEFAULT_MODULE:
+    if (name := module_class(checkpoint)) == AVERAGED:
+        return load_averaged(checkpoint, ckpt_path)
+    if name != DEFAULT_MODULE:
         raise UserError(
             f"ckpt_path {ckpt_path} holds a {name.rsplit('.', 1)[-1]}, which reads two "
             "images: predict and the demo read an image and a number (a DigitPlusNumberModule checkpoint)"
@@ -157,3 +184,43 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
         )
         net.temperature = float(checkpoint.get("temperature", 1.0))  # fit on validation; 1 if never fit
     return net.eval()
+
+
+def load_averaged(checkpoint: dict[str, Any], ckpt_path: str | Path) -> AveragedNets:
+    """The `AveragedNets` of a file that `write_averaged` wrote, in eval mode."""
+    with built_from(ckpt_path):
+        nets = [adder_net(**settings) for settings in checkpoint["hyper_parameters"]["nets"]]
+        for net, temperature in zip(nets, checkpoint["temperatures"], strict=True):
+            net.temperature = float(temperature)
+        averaged = AveragedNets(nets)
+        averaged.load_state_dict(checkpoint["state_dict"])
+    return averaged.eval()
+
+
+def write_averaged(ckpt_paths: list[str | Path], path: str | Path) -> AveragedNets:
+    """Write the nets of image + number checkpoints as one file that `load_net` reads as their
+    `AveragedNets`: each net's weights, hyper-parameters and temperature, nothing of training. Written
+    whole or not at all; `UserError` if `path` exists. Returns the nets averaged."""
+    path = Path(path)
+    if path.exists():
+        raise UserError(f"{path} exists: give a new file for the averaged nets (--out)")
+    checkpoints = [read_checkpoint(ckpt_path) for ckpt_path in ckpt_paths]
+    for ckpt_path, checkpoint in zip(ckpt_paths, checkpoints, strict=True):
+        if module_class(checkpoint) != DEFAULT_MODULE:
+            raise UserError(f"ckpt_path {ckpt_path} is not one net's checkpoint of an image + number model")
+    averaged = AveragedNets([load_net(ckpt_path) for ckpt_path in ckpt_paths])
+    contents = {
+        "module_class": AVERAGED,
+        "hyper_parameters": {"nets": [checkpoint["hyper_parameters"] for checkpoint in checkpoints]},
+        "temperatures": [net.temperature for net in averaged.nets],
+        "sources": [Path(ckpt_path).as_posix() for ckpt_path in ckpt_paths],
+        "state_dict": averaged.state_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save(contents, partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return averaged

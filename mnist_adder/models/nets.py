@@ -361,6 +361,45 @@ class AdderNet(nn.Module):
         return digit_probs, torch.zeros_like(sum_logits).scatter(1, sums, digit_probs)
 
 
+def mean_of_probs(log_probs: Sequence[Tensor]) -> Tensor:
+    """The log of the mean of the probabilities whose logs (or logits) are `log_probs`, each (B, C)."""
+    parts = torch.stack([part.log_softmax(dim=1) for part in log_probs])
+    return parts.logsumexp(dim=0) - math.log(len(log_probs))
+
+
+class AveragedNets(AdderNet):
+    """Several `AdderNet`s read as one: each head's probabilities are the mean of the nets' (a deep
+    ensemble, Lakshminarayanan et al. 2017), and the answer is decoded from them as one net's is.
+
+        net = AveragedNets([load_net(a), load_net(b)])
+        digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19): log of the mean probabilities
+
+    On digits no MNIST writer wrote, the average of a few nets reads better than any one of them and is
+    less often sure of a wrong answer (results/README.md, "Several nets averaged"). Its `temperature`
+    starts at the mean of the nets' own; `python -m mnist_adder.average` fits it on the validation
+    images and writes the nets as one checkpoint that `load_net` reads. It is read only, never trained.
+    """
+
+    def __init__(self, nets: Sequence[AdderNet]) -> None:
+        nn.Module.__init__(self)
+        if not nets:
+            raise UserError("no nets to average: give at least one checkpoint")
+        if len({net.digit_from_sum for net in nets}) > 1:
+            raise UserError(
+                "nets to average must read digits alike: all trained with digits, or all on sums alone"
+            )
+        self.nets = nn.ModuleList(nets)
+        self.digit_from_sum = nets[0].digit_from_sum
+        self.temperature = sum(net.temperature for net in nets) / len(nets)
+
+    def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
+        each = [net(image, number) for net in self.nets]
+        if len({sums.shape[1] for _, sums in each}) > 1:
+            raise UserError("nets to average must have sum heads of one width")
+        digit_logits, sum_logits = (mean_of_probs(head) for head in zip(*each, strict=True))
+        return digit_logits, sum_logits
+
+
 def fit_temperature(log_probs: Tensor, target: Tensor) -> float:
     """The temperature T that makes softmax(log_probs / T) most likely for (N, C) log-probabilities and
     (N,) int64 targets: temperature scaling (Guo et al. 2017). The order of the classes stays, so no answer

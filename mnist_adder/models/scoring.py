@@ -10,7 +10,6 @@ each head's, how often the heads disagree, calibration, confident mistakes and t
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from mnist_adder import UserError
 from mnist_adder.data.damage import BICUBIC, NEAREST, on_paper, resized
 from mnist_adder.data.mnist import DIGIT_CLASSES, normalise
 from mnist_adder.data.photos import ink_on_dark, to_mnist
-from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet, calibration_error
+from mnist_adder.models.nets import NOT_SURE_BELOW, AdderNet, AveragedNets, calibration_error
 
 CONFIDENT = 0.9  # a mistake made with more confidence than this is one a person would believe
 COLUMNS = [
@@ -81,35 +80,15 @@ def logits_of(net: AdderNet, images: Tensor, numbers: Tensor) -> tuple[Tensor, T
     return digit_logits, sum_logits
 
 
-def mean_of_probs(log_probs: list[Tensor]) -> Tensor:
-    """The log of the mean of the probabilities whose logs (or logits) are `log_probs`."""
-    parts = torch.stack([part.log_softmax(dim=1) for part in log_probs])
-    return parts.logsumexp(dim=0) - math.log(len(log_probs))
-
-
 def score(net: AdderNet | Sequence[AdderNet], images: Tensor, digits: Tensor) -> Scores:
-    """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number. For
-    several nets, their average: each head's probabilities averaged for the heads' own answers, and each
-    net's answer probabilities, at its own temperature, averaged for the answer."""
-    nets = [net] if isinstance(net, AdderNet) else list(net)
+    """The figures of (N, 1, 28, 28) normalised images of `digits`, each paired with a random number. Several
+    nets are read as one model, their heads' probabilities averaged (`AveragedNets`)."""
+    net = net if isinstance(net, AdderNet) else AveragedNets(list(net))
     numbers = numbers_for(len(digits))
-    each = [logits_of(net, images, numbers) for net in nets]
-    readings = {(net.digit_from_sum, sums.shape[1]) for net, (_, sums) in zip(nets, each, strict=True)}
-    if len(readings) > 1:
-        raise UserError(
-            "nets to average must read digits alike: all trained with digits, or all on sums alone, "
-            "with sum heads of one width"
-        )
-    logits = tuple(mean_of_probs(list(head)) for head in zip(*each, strict=True))
-    head_digit, head_sum = nets[0].head_answers(*logits, numbers)
-    answers = [
-        net.answer_log_probs(*net_logits, numbers, temperature=1.0)
-        for net, net_logits in zip(nets, each, strict=True)
-    ]
-    log_probs = mean_of_probs(answers)
-    probs = torch.stack(
-        [(part / net.temperature).softmax(dim=1) for net, part in zip(nets, answers, strict=True)]
-    ).mean(0)
+    logits = logits_of(net, images, numbers)
+    head_digit, head_sum = net.head_answers(*logits, numbers)
+    log_probs = net.answer_log_probs(*logits, numbers, temperature=1.0)
+    probs = (log_probs / net.temperature).softmax(dim=1)
     confidence, answer = probs.max(dim=1)
     wrong, sure = answer != digits, confidence >= NOT_SURE_BELOW
     return Scores(
@@ -117,7 +96,7 @@ def score(net: AdderNet | Sequence[AdderNet], images: Tensor, digits: Tensor) ->
         answer_acc=float((~wrong).float().mean()),
         digit_head=float((head_digit == digits).float().mean()),
         sum_head=float((head_sum == digits + numbers).float().mean()),
-        heads_disagree=float(nets[0].heads_disagree(*logits, numbers).float().mean()),
+        heads_disagree=float(net.heads_disagree(*logits, numbers).float().mean()),
         ece_before=calibration_error(log_probs.exp(), digits),
         ece_after=calibration_error(probs, digits),
         mistakes=int(wrong.sum()),

@@ -1,0 +1,34 @@
+"""`python -m mnist_adder.average`: several nets written as one file, which the printed command reads."""
+
+import subprocess
+import sys
+
+import torch
+
+from mnist_adder import PROJECT_ROOT
+from tests.test_checkpoints import saved
+
+
+def test_the_averaged_file_answers_as_the_printed_command_says_and_is_never_overwritten(tmp_path):
+    saved(tmp_path, "a.ckpt")
+    torch.manual_seed(1)
+    saved(tmp_path, "b.ckpt")
+    out = tmp_path / "averaged nets.ckpt"  # a space, for the printed command's quoting
+    nets = [str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")]
+    command = [sys.executable, "-m", "mnist_adder.average", *nets, "--out", str(out)]
+    printed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines()[0].startswith(f"wrote {out}: 2 nets, temperature ")
+    (answer,) = [line.split(": ", 1)[1] for line in printed.stdout.splitlines() if "answer with" in line]
+    result = subprocess.run(answer, shell=True, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("notebooks/seven.png + 3: ")
+    before = out.read_bytes()
+    again = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "exists" in again.stderr
+    assert out.read_bytes() == before
+    command[3] = str(tmp_path / "missing.ckpt")
+    missing = subprocess.run(command[:-1] + [str(tmp_path / "new.ckpt")], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ckpt_path ")
+    assert missing.stderr.count("\n") == 1 and not (tmp_path / "new.ckpt").exists()
