@@ -38,7 +38,7 @@ from torch import Tensor
 
 from mnist_adder import DATA_DIR, PROJECT_ROOT, UserError
 from mnist_adder.data.damage import DAMAGE, pixels_of
-from mnist_adder.data.datamodule import DigitPlusNumberDataModule
+from mnist_adder.data.datamodule import validation_digits
 from mnist_adder.data.lettering import FONT_SETS, installed_fonts, lettered
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
 from mnist_adder.models.checkpoints import load_net, newest_checkpoint
@@ -57,14 +57,6 @@ from mnist_adder.runs.provenance import commit, hardware
 
 def named(name: str, blank: int) -> str:
     return f"{name} ({blank} with no ink left)" if blank else name
-
-
-def validation_digits() -> tuple[Tensor, Tensor]:
-    """The validation split that training holds out of MNIST's training images: (N, 28, 28) uint8, (N,)."""
-    datamodule = DigitPlusNumberDataModule(data_dir=DATA_DIR)
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    return datamodule.val_set.images, datamodule.val_set.digits
 
 
 def lettered_sets() -> dict[str, tuple[list[Image.Image], Tensor]]:

@@ -3,9 +3,14 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from mnist_adder import PROJECT_ROOT
+from mnist_adder.data.mnist import normalise
+from mnist_adder.models.checkpoints import load_net
+from mnist_adder.models.nets import AveragedNets, fit_temperature
+from mnist_adder.models.scoring import score
 from tests.test_checkpoints import saved
 
 
@@ -32,3 +37,20 @@ def test_the_averaged_file_answers_as_the_printed_command_says_and_is_never_over
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 2 and missing.stderr.startswith("error: ckpt_path ")
     assert missing.stderr.count("\n") == 1 and not (tmp_path / "new.ckpt").exists()
+
+
+def test_a_temperature_fit_on_validation_digits_is_the_one_the_file_keeps(tmp_path, monkeypatch, capsys):
+    import mnist_adder.average as average
+
+    saved(tmp_path, "a.ckpt")
+    torch.manual_seed(1)
+    saved(tmp_path, "b.ckpt")
+    nets = [str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")]
+    images, digits = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
+    monkeypatch.setattr(average, "validation_digits", lambda: (images, digits))
+    average.main([*nets, "--out", str(tmp_path / "fit.ckpt"), "--temperature", "fit"])
+    assert "temperature" in capsys.readouterr().out
+    both = AveragedNets([load_net(path) for path in nets])
+    expected = fit_temperature(score(both, normalise(images), digits).log_probs, digits)
+    assert load_net(tmp_path / "fit.ckpt").temperature == pytest.approx(expected)
+    assert expected != pytest.approx(both.temperature)

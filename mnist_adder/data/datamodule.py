@@ -337,3 +337,12 @@ class DigitPlusNumberDataModule(MNISTDataModule):
         if split == "train":
             return PairedDigits(images, digits, seed=self.hparams.seed, held_out=self.held_out)
         return PairedDigits(images, digits, seed=self.hparams.eval_seed)
+
+
+def validation_digits(data_dir: str | Path = DATA_DIR) -> tuple[Tensor, Tensor]:
+    """The validation split that training holds out of MNIST's training images (`data.eval_seed` 0), for
+    choosing and calibrating outside a run: (N, 28, 28) uint8 images, (N,) int64 digits."""
+    datamodule = DigitPlusNumberDataModule(data_dir=data_dir)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    return datamodule.val_set.images, datamodule.val_set.digits

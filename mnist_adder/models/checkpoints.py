@@ -12,7 +12,7 @@ short some other way is called damaged, and the intact checkpoints beside it are
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -194,13 +194,17 @@ def load_averaged(checkpoint: dict[str, Any], ckpt_path: str | Path) -> Averaged
             net.temperature = float(temperature)
         averaged = AveragedNets(nets)
         averaged.load_state_dict(checkpoint["state_dict"])
+        averaged.temperature = float(checkpoint.get("temperature", averaged.temperature))
     return averaged.eval()
 
 
-def write_averaged(ckpt_paths: list[str | Path], path: str | Path) -> AveragedNets:
+def write_averaged(
+    ckpt_paths: list[str | Path], path: str | Path, temperature: Callable[[AveragedNets], float] | None = None
+) -> AveragedNets:
     """Write the nets of image + number checkpoints as one file that `load_net` reads as their
-    `AveragedNets`: each net's weights, hyper-parameters and temperature, nothing of training. Written
-    whole or not at all; `UserError` if `path` exists. Returns the nets averaged."""
+    `AveragedNets`: each net's weights, hyper-parameters and temperature, nothing of training; and the
+    average's temperature, `temperature(averaged)` if given, else the mean of the nets'. Written whole or
+    not at all; `UserError` if `path` exists. Returns the nets averaged."""
     path = Path(path)
     if path.exists():
         raise UserError(f"{path} exists: give a new file for the averaged nets (--out)")
@@ -209,10 +213,13 @@ def write_averaged(ckpt_paths: list[str | Path], path: str | Path) -> AveragedNe
         if module_class(checkpoint) != DEFAULT_MODULE:
             raise UserError(f"ckpt_path {ckpt_path} is not one net's checkpoint of an image + number model")
     averaged = AveragedNets([load_net(ckpt_path) for ckpt_path in ckpt_paths])
+    if temperature is not None:
+        averaged.temperature = temperature(averaged)
     contents = {
         "module_class": AVERAGED,
         "hyper_parameters": {"nets": [checkpoint["hyper_parameters"] for checkpoint in checkpoints]},
         "temperatures": [net.temperature for net in averaged.nets],
+        "temperature": averaged.temperature,
         "sources": [Path(ckpt_path).as_posix() for ckpt_path in ckpt_paths],
         "state_dict": averaged.state_dict(),
     }
