@@ -22,7 +22,6 @@ from omegaconf import DictConfig
 from mnist_adder import PROJECT_ROOT, UserError, hydra_version_base
 from mnist_adder.models.checkpoints import load_net
 from mnist_adder.models.exporting import FORMATS, check_format, export
-from mnist_adder.models.nets import AveragedNets
 from mnist_adder.runs import app
 
 SAMPLE_DIGIT = PROJECT_ROOT / "notebooks" / "seven.png"
@@ -48,9 +47,6 @@ def export_checkpoint(cfg: DictConfig) -> Path:
     """Write the model of `cfg.ckpt_path` as `cfg.format` (and its card) into the run folder; returns it."""
     check_format(cfg.format)
     net = load_net(cfg.ckpt_path)
-    if cfg.card and isinstance(net, AveragedNets):
-        raise UserError(f"{cfg.ckpt_path} holds several nets averaged, and a model card describes one "
-                        "trained net: export it with card=false")  # fmt: skip
     path = Path(cfg.paths.output_dir) / f"model{FORMATS[cfg.format]}"
     export(net, cfg.format, path, source=Path(cfg.ckpt_path).name)
     print(f"wrote {here(path)}")

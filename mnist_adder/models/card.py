@@ -12,7 +12,7 @@ digits, with the robustness extra) and on pictures that hold no digit: 27 s on a
 from __future__ import annotations
 
 import importlib.util
-import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from torch import Tensor
 from mnist_adder import DATA_DIR, PROJECT_ROOT
 from mnist_adder.data.damage import DAMAGE, NEAREST, resized
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
-from mnist_adder.models.checkpoints import load_net, read_checkpoint
-from mnist_adder.models.nets import NOT_SURE_BELOW
+from mnist_adder.models.checkpoints import load_net, read_checkpoint, trainings
+from mnist_adder.models.nets import NOT_SURE_BELOW, AveragedNets
 from mnist_adder.models.scoring import Scores, other_handwriting, percent, prepared, score, sure_share
 
 
@@ -65,10 +65,13 @@ def described(spec: dict[str, Any] | None) -> str:
     return f"{spec.get('_target_', '').rsplit('.', 1)[-1]}({arguments})"
 
 
-def the_run(ckpt_path: Path) -> dict[str, Any]:
-    """run.json of the run folder that holds checkpoints/<ckpt>, or {} for a checkpoint on its own."""
-    run = ckpt_path.parent.parent / "run.json"
-    return json.loads(run.read_text()) if run.is_file() else {}
+def when(run: dict[str, Any]) -> str:
+    """ " (date, hardware)" of a run's run.json, or nothing."""
+    return f" ({run['date'][:10]}, {run['hardware']})" if run else ""
+
+
+def data_settings(data: dict[str, Any]) -> str:
+    return f"augmentation `{described(data.get('augment'))}`, damage `{described(data.get('degrade'))}`"
 
 
 def shown(path: Path) -> str:
@@ -79,9 +82,7 @@ def shown(path: Path) -> str:
 def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
     """The card of `ckpt_path`, as Markdown; `command` wrote it, on `measured_on` (hardware, commit, date)."""
     ckpt_path = Path(ckpt_path)
-    checkpoint, net = read_checkpoint(ckpt_path), load_net(ckpt_path)
-    hparams, data = checkpoint["hyper_parameters"], checkpoint.get("datamodule_hyper_parameters", {})
-    run = the_run(ckpt_path)
+    checkpoint, net, trained = read_checkpoint(ckpt_path), load_net(ckpt_path), trainings(ckpt_path)
     parameters = sum(p.numel() for p in net.parameters())
     fetch_mnist(DATA_DIR)
     images, digits = load_mnist(DATA_DIR, train=False)
@@ -113,9 +114,35 @@ def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
     }
     sure_of_nothing = [f"  - {name}: {percent(sure_share(net, prepared(pictures)[0]))} answered as sure."
                        for name, pictures in not_digits.items()]  # fmt: skip
-    backbone = hparams["backbone"]["_target_"].rsplit(".", 1)[-1]
-    sum_head = hparams["sum_head"]["_target_"].rsplit(".", 1)[-1]
-    train_command = " ".join(["python -m mnist_adder.train", *run.get("overrides", [])])
+    first, val_size = trained[0]["model"], trained[0]["data"].get("val_size", 5000)
+    title = " + ".join(first[part]["_target_"].rsplit(".", 1)[-1] for part in ("backbone", "sum_head"))
+    commands = [
+        " ".join(["python -m mnist_adder.train", *each["run"].get("overrides", [])]) for each in trained
+    ]
+    training = [f"  - `{command}`{when(each['run'])}: {data_settings(each['data'])}."
+                for command, each in zip(commands, trained, strict=True)]  # fmt: skip
+    if isinstance(net, AveragedNets):
+        title = f"{len(net.nets)} × {title}, averaged"
+        parts = ("backbone", "sum_head")
+        nets = sorted(
+            {" and ".join(f"`{described(each['model'][part])}`" for part in parts) for each in trained}
+        )
+        model = (f"- {len(net.nets)} nets, each a convolutional net that reads the digit and a sum head that "
+                 f"reads its logits and the number: {', '.join(nets)}.\n  Each head's probabilities are "
+                 f"averaged over the nets (`AveragedNets`). {parameters:,} parameters in all.")  # fmt: skip
+        mean = sum(each.temperature for each in net.nets) / len(net.nets)
+        fit = "the mean of the nets' own, each " if abs(net.temperature - mean) < 1e-6 else ""
+        where = (
+            f"- File: `{shown(ckpt_path)}`, the nets' checkpoints joined by `python -m mnist_adder.average`."
+        )
+        commands.append(shlex.join(["python", "-m", "mnist_adder.average", *checkpoint["sources"], "--out",
+                                    shown(ckpt_path)]))  # fmt: skip
+    else:
+        model = (f"- A convolutional net, `{described(first['backbone'])}`, reads the digit; a sum head,\n"
+                 f"  `{described(first['sum_head'])}`, reads its logits and the number. {parameters:,} "
+                 "parameters.")  # fmt: skip
+        fit = ""
+        where = f"- Checkpoint: `{shown(ckpt_path)}` (epoch {checkpoint.get('epoch', '?')})."
     metadata = [
         "---",
         "library_name: pytorch",
@@ -134,18 +161,17 @@ def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
         "---",
     ]
     body = f"""
-# mnist-adder: {backbone} + {sum_head}
+# mnist-adder: {title}
 
 Written by `{command}` ({measured_on}); every figure below was measured then, by that command.
 
 ## Model
 - Reads a picture of one handwritten digit and a number n in 0..9, and answers the digit d and the sum d + n.
   The answer shown always adds up: the digit and sum that are likeliest together.
-- A convolutional net, `{described(hparams['backbone'])}`, reads the digit; a sum head,
-  `{described(hparams['sum_head'])}`, reads its logits and the number. {parameters:,} parameters.
-- Its confidence is calibrated: temperature {net.temperature:.3f}, fit on the validation images. An answer
-  less likely than {NOT_SURE_BELOW:g} is shown as "not sure", with the next likeliest reading.
-- Checkpoint: `{shown(ckpt_path)}` (epoch {checkpoint.get('epoch', '?')}).
+{model}
+- Its confidence is calibrated: temperature {net.temperature:.3f}, {fit}fit on the validation images.
+  An answer less likely than {NOT_SURE_BELOW:g} is shown as "not sure", with the next likeliest reading.
+{where}
   `python -m mnist_adder.export ckpt_path=PATH` exports it to ONNX, or with `format=torch_export`.
 
 ## Intended use
@@ -155,13 +181,13 @@ Written by `{command}` ({measured_on}); every figure below was measured then, by
   handwriting from other sources {how_often} (below).
 
 ## Training data and preparation
-- MNIST's 60,000 training digits, less {data.get('val_size', 5000):,} held out for validation, each paired
-  with a random number. MNIST's 10,000 test digits were never trained on, nor chosen on.
-- Augmentation `{described(data.get('augment'))}`; damage like a low-resolution scan or another pen
-  `{described(data.get('degrade'))}` (`mnist_adder/data/datamodule.py`).
+- MNIST's 60,000 training digits, less {val_size:,} held out for validation, each paired with a
+  random number. MNIST's 10,000 test digits were never trained on, nor chosen on.
 - Every image is prepared as MNIST's were: ink bright on dark, scaled to fit 20x20, centred by mass in
   28x28, then normalised with MNIST's mean and std (`mnist_adder/data/photos.py`: any PNG, JPEG or BMP).
-- Trained with `{train_command}`{f" ({run['date'][:10]}, {run['hardware']})" if run else ""}.
+- Trained with augmentation and damage like a low-resolution scan or another pen
+  (`mnist_adder/data/datamodule.py`):
+{chr(10).join(training)}
 
 ## Metrics
 Each image is paired with a random number (seed 0). The answer is right when both its digit and its sum
@@ -186,7 +212,7 @@ the heads disagree on {percent(mnist.heads_disagree)} (the answer shown never do
 ## How to reproduce
 ```
 pip install -e ".[robustness]"
-{train_command}
+{chr(10).join(commands)}
 {command}
 ```
 """

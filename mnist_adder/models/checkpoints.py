@@ -12,6 +12,7 @@ short some other way is called damaged, and the intact checkpoints beside it are
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +187,27 @@ def load_net(ckpt_path: str | Path) -> AdderNet:
     return net.eval()
 
 
+def the_run(ckpt_path: Path) -> dict[str, Any]:
+    """run.json of the run folder that holds checkpoints/<ckpt>, or {} for a checkpoint on its own."""
+    run = ckpt_path.parent.parent / "run.json"
+    return json.loads(run.read_text()) if run.is_file() else {}
+
+
+def trainings(ckpt_path: str | Path) -> list[dict[str, Any]]:
+    """How each net of a checkpoint, or of a file of nets averaged, was trained: its module's settings
+    ("model"), its data module's ("data") and its run's run.json ("run", {} if none)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    if module_class(checkpoint) != AVERAGED:
+        model, data = (
+            checkpoint.get("hyper_parameters", {}),
+            checkpoint.get("datamodule_hyper_parameters", {}),
+        )
+        return [{"model": model, "data": data, "run": the_run(Path(ckpt_path))}]
+    each = zip(checkpoint["hyper_parameters"]["nets"], checkpoint["datamodule_hyper_parameters"],
+               checkpoint["runs"], strict=True)  # fmt: skip
+    return [{"model": model, "data": data, "run": run} for model, data, run in each]
+
+
 def load_averaged(checkpoint: dict[str, Any], ckpt_path: str | Path) -> AveragedNets:
     """The `AveragedNets` of a file that `write_averaged` wrote, in eval mode."""
     with built_from(ckpt_path):
@@ -221,6 +243,10 @@ def write_averaged(
         "temperatures": [net.temperature for net in averaged.nets],
         "temperature": averaged.temperature,
         "sources": [Path(ckpt_path).as_posix() for ckpt_path in ckpt_paths],
+        "datamodule_hyper_parameters": [
+            checkpoint.get("datamodule_hyper_parameters", {}) for checkpoint in checkpoints
+        ],
+        "runs": [the_run(Path(ckpt_path)) for ckpt_path in ckpt_paths],
         "state_dict": averaged.state_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
