@@ -154,7 +154,7 @@ def load_module(ckpt_path: str | Path) -> Any:
     if name == AVERAGED:
         raise UserError(
             f"ckpt_path {ckpt_path} holds several nets averaged (python -m mnist_adder.average): predict, "
-            "the demo, robustness and export read it; give eval or train one net's checkpoint"
+            "the demo, robustness, export and the card read it; give eval or train one net's checkpoint"
         )
     check_described(checkpoint, ckpt_path, name)
     with built_from(ckpt_path):

@@ -375,13 +375,14 @@ class AveragedNets(AdderNet):
         digit_logits, sum_logits = net(image, number)   # (B, 10), (B, 19): log of the mean probabilities
 
     On digits no MNIST writer wrote, the average of a few nets reads better than any one of them and is
-    less often sure of a wrong answer (results/README.md, "Several nets averaged"). Its `temperature`
-    starts at the mean of the nets' own; `python -m mnist_adder.average` fits it on the validation
-    images and writes the nets as one checkpoint that `load_net` reads. It is read only, never trained.
+    less often sure of a wrong answer (results/README.md, "Several nets averaged"). Its `temperature` is
+    the mean of the nets' own. `python -m mnist_adder.average` writes the nets as one file that `load_net`
+    reads (with `--temperature fit`, at a temperature fit on the validation images). It is read, never
+    trained.
     """
 
     def __init__(self, nets: Sequence[AdderNet]) -> None:
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # AdderNet's answers, not its parts: the nets hold the backbones and heads
         if not nets:
             raise UserError("no nets to average: give at least one checkpoint")
         if len({net.digit_from_sum for net in nets}) > 1:
