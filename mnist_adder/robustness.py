@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -155,8 +156,11 @@ def report(
                      for path in paths)  # fmt: skip
     if isinstance(net, AveragedNets):
         each = ", ".join(f"{member.temperature:.3f}" for member in net.nets)
-        temperature = (f"the temperature {net.temperature:.3f}, the mean of the {len(net.nets)} nets' own "
-                       f"({each}), their heads' probabilities averaged")  # fmt: skip
+        which = (
+            "the mean of" if math.isclose(net.temperature, net.mean_temperature) else "fit, not the mean of"
+        )
+        temperature = (f"the temperature {net.temperature:.3f} ({which} the {len(net.nets)} nets' own: "
+                       f"{each}), their heads' probabilities averaged")  # fmt: skip
     else:
         temperature = f"the checkpoint's temperature ({net.temperature:.3f})"
     lines = [

@@ -12,6 +12,7 @@ digits, with the robustness extra) and on pictures that hold no digit: 27 s on a
 from __future__ import annotations
 
 import importlib.util
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,9 @@ def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
         model = (f"- {len(net.nets)} nets, each a convolutional net that reads the digit and a sum head that "
                  f"reads its logits and the number: {', '.join(nets)}.\n  Each head's probabilities are "
                  f"averaged over the nets (`AveragedNets`). {parameters:,} parameters in all.")  # fmt: skip
-        mean = sum(each.temperature for each in net.nets) / len(net.nets)
-        fit = "the mean of the nets' own, each " if abs(net.temperature - mean) < 1e-6 else ""
+        fit = (
+            "the mean of the nets' own, each " if math.isclose(net.temperature, net.mean_temperature) else ""
+        )
         where = (
             f"- File: `{shown(ckpt_path)}`, the nets' checkpoints joined by `python -m mnist_adder.average`."
         )

@@ -391,7 +391,12 @@ class AveragedNets(AdderNet):
             )
         self.nets = nn.ModuleList(nets)
         self.digit_from_sum = nets[0].digit_from_sum
-        self.temperature = sum(net.temperature for net in nets) / len(nets)
+        self.temperature = self.mean_temperature
+
+    @property
+    def mean_temperature(self) -> float:
+        """The mean of the nets' temperatures: the average's own, unless one was fit for it."""
+        return sum(net.temperature for net in self.nets) / len(self.nets)
 
     def forward(self, image: Tensor, number: Tensor) -> tuple[Tensor, Tensor]:
         each = [net(image, number) for net in self.nets]
