@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from mnist_adder import PROJECT_ROOT
-from tests.conftest import REFERENCE_CHECKPOINT, free_port
+from tests.conftest import SHIPPED_MODEL, free_port
 
 CHROMIUM = shutil.which("chromium")
 
@@ -24,7 +24,7 @@ def demo_url(tmp_path):
     port = free_port()
     log = open(tmp_path / "demo.log", "w")  # noqa: SIM115  closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "mnist_adder.demo", "--checkpoint", REFERENCE_CHECKPOINT,
+        [sys.executable, "-m", "mnist_adder.demo", "--checkpoint", SHIPPED_MODEL,
          "--port", str(port)],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
