@@ -5,8 +5,10 @@ measured when it is written, so that none can go stale.
     text = model_card("lightning_logs/.../epoch14.ckpt", "python -m mnist_adder.card ...", "AMD EPYC, ...")
 
 It measures the checkpoint on MNIST's 10,000 test digits, on handwriting from other writers (scikit-learn's
-digits, with the robustness extra) and on pictures that hold no digit: 27 s on a 2-core AMD EPYC.
-`python -m mnist_adder.card` writes it; `python -m mnist_adder.export` writes one beside every model.
+digits, with the robustness extra) and on pictures that hold no digit: 27 s for one net on a 2-core AMD
+EPYC, and six times the arithmetic for the shipped file of six nets averaged, whose card lists each net's
+training. `python -m mnist_adder.card` writes it; `python -m mnist_adder.export` writes one beside every
+model.
 """
 
 from __future__ import annotations
