@@ -6,12 +6,11 @@
 
 On digits no MNIST writer wrote, a few nets averaged read better than one and are less often sure of a
 wrong answer (results/README.md, "Several nets averaged"). The file holds the nets' weights, their
-settings and temperatures, and nothing of training: predict, the demo, `python -m mnist_adder.robustness`
-and `python -m mnist_adder.export ... card=false` read it as one model (`AveragedNets`); eval and train
-take one net's checkpoint. The answer's temperature is the mean of the nets' own. `--temperature fit`
-fits one on MNIST's validation digits instead: it made the average surer, and more often sure of a
-mistake, on the lettered digits that recipes are chosen on (results/README.md). It never overwrites a
-file.
+settings, temperatures and runs, and nothing of training: predict, the demo, robustness, export and the
+model card read it as one model (`AveragedNets`); eval and train take one net's checkpoint. The answer's
+temperature is the mean of the nets' own. `--temperature fit` fits one on MNIST's validation digits
+instead: it made the average surer, and more often sure of a mistake, on the lettered digits that recipes
+are chosen on (results/README.md). It never overwrites a file.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def described(spec: dict[str, Any] | None) -> str:
 
 
 def when(run: dict[str, Any]) -> str:
-    """ " (date, hardware)" of a run's run.json, or nothing."""
+    """A run's date and hardware from its run.json, in brackets after a space; nothing without one."""
     return f" ({run['date'][:10]}, {run['hardware']})" if run else ""
 
 
