@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,14 +55,13 @@ def answers(digit_probs: np.ndarray, numbers: list[int], not_sure_below: float) 
     return results
 
 
-def predict(net: AdderNet | Sequence[AdderNet], images: Tensor, numbers: Tensor) -> list[dict]:
+def predict(net: AdderNet, images: Tensor, numbers: Tensor) -> list[dict]:
     """`answers` for (B, 1, 28, 28) images and (B,) numbers, from the net's calibrated probabilities
-    (`AdderNet.probabilities`), or those of several nets averaged (`AveragedNets`), sure from
-    `NOT_SURE_BELOW` on."""
-    from mnist_adder.models.nets import NOT_SURE_BELOW, AveragedNets
+    (`AdderNet.probabilities`; several nets averaged are one, `AveragedNets`), sure from `NOT_SURE_BELOW`
+    on."""
+    from mnist_adder.models.nets import NOT_SURE_BELOW
 
-    net = AveragedNets(net) if isinstance(net, Sequence) else net
-    digit_probs = net.probabilities(images, numbers)[0]
+    digit_probs, _ = net.probabilities(images, numbers)
     return answers(digit_probs.cpu().numpy(), numbers.tolist(), NOT_SURE_BELOW)
 
 
@@ -88,12 +86,11 @@ def predict_files(
     else:
         import torch
 
-        from mnist_adder.models.checkpoints import default_model, load_net
+        from mnist_adder.models.checkpoints import default_model, load_nets
 
         images = np.stack([to_mnist(read_image(path), name=f"image {path}") for path in paths])
         checkpoints = [checkpoint] if isinstance(checkpoint, str) else checkpoint or [default_model()]
-        nets = [load_net(path) for path in checkpoints]
-        results = predict(nets, torch.from_numpy(images), torch.tensor(numbers))
+        results = predict(load_nets(checkpoints), torch.from_numpy(images), torch.tensor(numbers))
     for path, result in zip(paths, results, strict=True):
         result["image"] = path
     return results

@@ -42,7 +42,7 @@ from mnist_adder.data.damage import DAMAGE, pixels_of
 from mnist_adder.data.datamodule import validation_digits
 from mnist_adder.data.lettering import FONT_SETS, installed_fonts, lettered
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
-from mnist_adder.models.checkpoints import load_net, newest_checkpoint
+from mnist_adder.models.checkpoints import load_nets, newest_checkpoint
 from mnist_adder.models.nets import ECE_BINS, NOT_SURE_BELOW, AveragedNets, calibration_error, fit_temperature
 from mnist_adder.models.scoring import (
     COLUMNS,
@@ -123,8 +123,7 @@ def report(
     model, their heads' probabilities averaged (`AveragedNets`)."""
     if split == "test" and importlib.util.find_spec("sklearn") is None:
         raise UserError('the other handwriting needs the robustness extra: pip install -e ".[robustness]"')
-    nets = [load_net(checkpoint) for checkpoint in checkpoints]
-    net = nets[0] if len(nets) == 1 else AveragedNets(nets)
+    net = load_nets(checkpoints)
     fetch_mnist(DATA_DIR)
     images, digits = load_mnist(DATA_DIR, train=False) if split == "test" else validation_digits()
     images, digits = images[:limit], digits[:limit]

@@ -27,7 +27,7 @@ from torch import Tensor
 from mnist_adder import DATA_DIR, PROJECT_ROOT
 from mnist_adder.data.damage import DAMAGE, NEAREST, resized
 from mnist_adder.data.mnist import fetch_mnist, load_mnist, normalise
-from mnist_adder.models.checkpoints import load_net, read_checkpoint, trainings
+from mnist_adder.models.checkpoints import net_of, read_checkpoint, trainings
 from mnist_adder.models.nets import NOT_SURE_BELOW, AveragedNets
 from mnist_adder.models.scoring import Scores, other_handwriting, percent, prepared, score, sure_share
 
@@ -85,7 +85,8 @@ def shown(path: Path) -> str:
 def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
     """The card of `ckpt_path`, as Markdown; `command` wrote it, on `measured_on` (hardware, commit, date)."""
     ckpt_path = Path(ckpt_path)
-    checkpoint, net, trained = read_checkpoint(ckpt_path), load_net(ckpt_path), trainings(ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    net, trained = net_of(checkpoint, ckpt_path), trainings(checkpoint, ckpt_path)
     parameters = sum(p.numel() for p in net.parameters())
     fetch_mnist(DATA_DIR)
     images, digits = load_mnist(DATA_DIR, train=False)

@@ -168,7 +168,17 @@ def load_module(ckpt_path: str | Path) -> Any:
 def load_net(ckpt_path: str | Path) -> AdderNet:
     """The `AdderNet` of an image + number checkpoint, in eval mode, built from its hyper-parameters with
     no Lightning, torchmetrics or Hydra import: what predict, the demo and a plain shell need."""
-    checkpoint = read_checkpoint(ckpt_path)
+    return net_of(read_checkpoint(ckpt_path), ckpt_path)
+
+
+def load_nets(ckpt_paths: list[str | Path]) -> AdderNet:
+    """The net of one checkpoint, or the nets of several read as one model (`AveragedNets`)."""
+    nets = [load_net(ckpt_path) for ckpt_path in ckpt_paths]
+    return nets[0] if len(nets) == 1 else AveragedNets(nets)
+
+
+def net_of(checkpoint: dict[str, Any], ckpt_path: str | Path) -> AdderNet:
+    """`load_net` of a checkpoint's contents, read already from `ckpt_path` (named in errors)."""
     if (name := module_class(checkpoint)) == AVERAGED:
         return load_averaged(checkpoint, ckpt_path)
     if name != DEFAULT_MODULE:
@@ -193,10 +203,10 @@ def the_run(ckpt_path: Path) -> dict[str, Any]:
     return json.loads(run.read_text()) if run.is_file() else {}
 
 
-def trainings(ckpt_path: str | Path) -> list[dict[str, Any]]:
-    """How each net of a checkpoint, or of a file of nets averaged, was trained: its module's settings
-    ("model"), its data module's ("data") and its run's run.json ("run", {} if none)."""
-    checkpoint = read_checkpoint(ckpt_path)
+def trainings(checkpoint: dict[str, Any], ckpt_path: str | Path) -> list[dict[str, Any]]:
+    """How each net of a checkpoint's contents (read from `ckpt_path`), or of a file of nets averaged, was
+    trained: its module's settings ("model"), its data module's ("data") and its run's run.json ("run", {}
+    if none)."""
     if module_class(checkpoint) != AVERAGED:
         model, data = (
             checkpoint.get("hyper_parameters", {}),
@@ -234,7 +244,9 @@ def write_averaged(
     for ckpt_path, checkpoint in zip(ckpt_paths, checkpoints, strict=True):
         if module_class(checkpoint) != DEFAULT_MODULE:
             raise UserError(f"ckpt_path {ckpt_path} is not one net's checkpoint of an image + number model")
-    averaged = AveragedNets([load_net(ckpt_path) for ckpt_path in ckpt_paths])
+    averaged = AveragedNets(
+        [net_of(c, ckpt_path) for c, ckpt_path in zip(checkpoints, ckpt_paths, strict=True)]
+    )
     if temperature is not None:
         averaged.temperature = temperature(averaged)
     contents = {
