@@ -23,7 +23,9 @@ def test_the_averaged_file_answers_as_the_printed_command_says_and_is_never_over
     command = [sys.executable, "-m", "mnist_adder.average", *nets, "--out", str(out)]
     printed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.splitlines()[0].startswith(f"wrote {out}: 2 nets, temperature ")
+    assert printed.stdout.splitlines()[0].startswith(
+        f"wrote {out}: 2 nets, each image read as given, temperature "
+    )
     (answer,) = [line.split(": ", 1)[1] for line in printed.stdout.splitlines() if "answer with" in line]
     result = subprocess.run(answer, shell=True, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -54,3 +56,25 @@ def test_a_temperature_fit_on_validation_digits_is_the_one_the_file_keeps(tmp_pa
     expected = fit_temperature(score(both, normalise(images), digits).log_probs, digits)
     assert load_net(tmp_path / "fit.ckpt").temperature == pytest.approx(expected)
     assert expected != pytest.approx(both.temperature)
+
+
+def test_a_file_written_with_thinned_views_reads_each_image_so(tmp_path, capsys):
+    import mnist_adder.average as average
+
+    saved(tmp_path, "a.ckpt")
+    torch.manual_seed(1)
+    saved(tmp_path, "b.ckpt")
+    nets = [str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")]
+    average.main([*nets, "--out", str(tmp_path / "thin.ckpt"), "--thinned"])
+    assert "each image read as given and thinned" in capsys.readouterr().out
+    written = load_net(tmp_path / "thin.ckpt")
+    assert written.views == ("as given", "thinned")
+    images, numbers = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    expected = AveragedNets([load_net(path) for path in nets], views=("as given", "thinned"))
+    assert torch.allclose(
+        written.probabilities(images, numbers)[0], expected.probabilities(images, numbers)[0]
+    )
+    as_given = AveragedNets([load_net(path) for path in nets])
+    assert not torch.allclose(
+        written.probabilities(images, numbers)[0], as_given.probabilities(images, numbers)[0]
+    )

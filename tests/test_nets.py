@@ -15,6 +15,7 @@ from mnist_adder.models.nets import (
     ShiftAverage,
     ShiftSumHead,
     TinyCNN,
+    thinned,
 )
 
 
@@ -151,6 +152,24 @@ def test_nets_averaged_give_the_mean_of_each_heads_probabilities_at_the_mean_tem
     alone = AveragedNets(nets[:1])
     assert torch.allclose(alone.probabilities(images, numbers)[0], nets[0].probabilities(images, numbers)[0],
                           atol=1e-6)  # fmt: skip
+
+
+def test_a_thinned_view_thins_each_stroke_and_is_averaged_with_the_image_as_given():
+    bar = torch.zeros(1, 1, 9, 9)
+    bar[..., 3:6] = 1.0  # a stroke 3 pixels wide
+    thin = thinned(bar)
+    assert thin[0, 0, 4].tolist() == [0, 0, 0, 0.5, 1, 0.5, 0, 0, 0]  # its edges half as bright
+    assert torch.equal(thinned(bar * 2 - 1), thin * 2 - 1)  # the same on normalised images
+    images, numbers = torch.randn(6, 1, 28, 28), torch.arange(6) % 10
+    torch.manual_seed(0)
+    net = AdderNet(CompactCNN(width=4), LearnedSumHead(hidden=8)).eval()
+    both = AveragedNets([net], views=("as given", "thinned"))
+    with torch.inference_mode():
+        digit_logits, _ = both(images, numbers)
+        each = [net(view, numbers)[0].softmax(dim=1) for view in (images, thinned(images))]
+    assert torch.allclose(digit_logits.exp(), (each[0] + each[1]) / 2, atol=1e-6)
+    with pytest.raises(UserError, match="views must be one or more of 'as given', 'thinned'"):
+        AveragedNets([net], views=("sharpened",))
 
 
 def test_nets_that_read_digits_differently_are_not_averaged():

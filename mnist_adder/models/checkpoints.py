@@ -224,19 +224,23 @@ def load_averaged(checkpoint: dict[str, Any], ckpt_path: str | Path) -> Averaged
         nets = [adder_net(**settings) for settings in checkpoint["hyper_parameters"]["nets"]]
         for net, temperature in zip(nets, checkpoint["temperatures"], strict=True):
             net.temperature = float(temperature)
-        averaged = AveragedNets(nets)
+        averaged = AveragedNets(nets, checkpoint.get("views", ("as given",)))  # none before views existed
         averaged.load_state_dict(checkpoint["state_dict"])
         averaged.temperature = float(checkpoint.get("temperature", averaged.temperature))
     return averaged.eval()
 
 
 def write_averaged(
-    ckpt_paths: list[str | Path], path: str | Path, temperature: Callable[[AveragedNets], float] | None = None
+    ckpt_paths: list[str | Path],
+    path: str | Path,
+    temperature: Callable[[AveragedNets], float] | None = None,
+    views: tuple[str, ...] = ("as given",),
 ) -> AveragedNets:
     """Write the nets of image + number checkpoints as one file that `load_net` reads as their
-    `AveragedNets`: each net's weights, hyper-parameters and temperature, nothing of training; and the
-    average's temperature, `temperature(averaged)` if given, else the mean of the nets'. Written whole or
-    not at all; `UserError` if `path` exists. Returns the nets averaged."""
+    `AveragedNets`, each reading every image in each of `views`: each net's weights, hyper-parameters and
+    temperature, nothing of training; and the average's temperature, `temperature(averaged)` if given,
+    else the mean of the nets'. Written whole or not at all; `UserError` if `path` exists. Returns the nets
+    averaged."""
     path = Path(path)
     if path.exists():
         raise UserError(f"{path} exists: give a new file for the averaged nets (--out)")
@@ -245,7 +249,7 @@ def write_averaged(
         if module_class(checkpoint) != DEFAULT_MODULE:
             raise UserError(f"ckpt_path {ckpt_path} is not one net's checkpoint of an image + number model")
     averaged = AveragedNets(
-        [net_of(c, ckpt_path) for c, ckpt_path in zip(checkpoints, ckpt_paths, strict=True)]
+        [net_of(c, ckpt_path) for c, ckpt_path in zip(checkpoints, ckpt_paths, strict=True)], views
     )
     if temperature is not None:
         averaged.temperature = temperature(averaged)
@@ -254,6 +258,7 @@ def write_averaged(
         "hyper_parameters": {"nets": [checkpoint["hyper_parameters"] for checkpoint in checkpoints]},
         "temperatures": [net.temperature for net in averaged.nets],
         "temperature": averaged.temperature,
+        "views": list(averaged.views),
         "sources": [Path(ckpt_path).as_posix() for ckpt_path in ckpt_paths],
         "datamodule_hyper_parameters": [
             checkpoint.get("datamodule_hyper_parameters", {}) for checkpoint in checkpoints
