@@ -160,6 +160,8 @@ def report(
         )
         temperature = (f"the temperature {net.temperature:.3f} ({which} the {len(net.nets)} nets' own: "
                        f"{each}), their heads' probabilities averaged")  # fmt: skip
+        if "thinned" in net.views:
+            temperature += ", each net reading every image as given and with its strokes thinned"
     else:
         temperature = f"the checkpoint's temperature ({net.temperature:.3f})"
     lines = [

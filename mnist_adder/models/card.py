@@ -6,9 +6,9 @@ measured when it is written, so that none can go stale.
 
 It measures the checkpoint on MNIST's 10,000 test digits, on handwriting from other writers (scikit-learn's
 digits, with the robustness extra) and on pictures that hold no digit: 27 s for one net on a 2-core AMD
-EPYC, and six times the arithmetic for the shipped file of six nets averaged, whose card lists each net's
-training. `python -m mnist_adder.card` writes it; `python -m mnist_adder.export` writes one beside every
-model.
+EPYC, and twelve times the arithmetic for the shipped file of six nets averaged, each reading every image
+twice, whose card lists each net's training. `python -m mnist_adder.card` writes it; `python -m
+mnist_adder.export` writes one beside every model.
 """
 
 from __future__ import annotations
@@ -127,21 +127,25 @@ def model_card(ckpt_path: str | Path, command: str, measured_on: str) -> str:
                 for command, each in zip(commands, trained, strict=True)]  # fmt: skip
     if isinstance(net, AveragedNets):
         title = f"{len(net.nets)} × {title}, averaged"
+        thinned = (", each net reading every image as given and with its strokes thinned"
+                   if "thinned" in net.views else "")  # fmt: skip
         parts = ("backbone", "sum_head")
         nets = sorted(
             {" and ".join(f"`{described(each['model'][part])}`" for part in parts) for each in trained}
         )
         model = (f"- {len(net.nets)} nets, each a convolutional net that reads the digit and a sum head that "
                  f"reads its logits and the number: {', '.join(nets)}.\n  Each head's probabilities are "
-                 f"averaged over the nets (`AveragedNets`). {parameters:,} parameters in all.")  # fmt: skip
+                 f"averaged over the nets (`AveragedNets`){thinned}. {parameters:,} parameters in "
+                 "all.")  # fmt: skip
         fit = (
             "the mean of the nets' own, each " if math.isclose(net.temperature, net.mean_temperature) else ""
         )
         where = (
             f"- File: `{shown(ckpt_path)}`, the nets' checkpoints joined by `python -m mnist_adder.average`."
         )
-        commands.append(shlex.join(["python", "-m", "mnist_adder.average", *checkpoint["sources"], "--out",
-                                    shown(ckpt_path)]))  # fmt: skip
+        options = [*(["--thinned"] if thinned else []), *([] if fit else ["--temperature", "fit"])]
+        commands.append(shlex.join(["python", "-m", "mnist_adder.average", *checkpoint["sources"], *options,
+                                    "--out", shown(ckpt_path)]))  # fmt: skip
     else:
         model = (f"- A convolutional net, `{described(first['backbone'])}`, reads the digit; a sum head,\n"
                  f"  `{described(first['sum_head'])}`, reads its logits and the number. {parameters:,} "
