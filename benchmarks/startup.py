@@ -6,8 +6,9 @@ in a process that has its model loaded.
     python -m benchmarks.startup            # writes benchmarks/startup.md and startup.json
     python -m benchmarks.startup --quick    # one repeat each: checks that the script runs
 
-Predict answers with the shipped model (six nets averaged), which is exported into a temporary folder
-first. The demo's start is from launching the command to its page answering over HTTP.
+Predict answers with the shipped model (six nets averaged, each reading every image twice), which is
+exported into a temporary folder first. The demo's start is from launching the command to its page
+answering over HTTP.
 """
 
 from __future__ import annotations

@@ -58,10 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         fit = fit_on_validation if args.temperature == "fit" else None
         views = ("as given", "thinned") if args.thinned else ("as given",)
         averaged = write_averaged(args.checkpoints, args.out, fit, views)
-    print(
-        f"wrote {args.out}: {len(averaged.nets)} nets, each image read {' and '.join(averaged.views)}, "
-        f"temperature {averaged.temperature:.3f}"
-    )
+    nets = f"{len(averaged.nets)} net{'s' * (len(averaged.nets) > 1)}"
+    read = " and ".join(averaged.views)
+    print(f"wrote {args.out}: {nets}, each image read {read}, temperature {averaged.temperature:.3f}")
     digit = os.path.relpath(PROJECT_ROOT / "notebooks" / "seven.png")
     print(f"answer with: mnist-adder-predict --checkpoint {shlex.join([str(args.out), digit])} 3")
 

@@ -7,7 +7,8 @@
 
 An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint or
 --model, the newest best checkpoint trained under lightning_logs/ answers, and before any, the shipped
-model: lightning_logs/reference/averaged.ckpt, six nets averaged (`default_model`). Several --checkpoint
+model: lightning_logs/reference/averaged.ckpt, six nets averaged, each reading every image as given and
+with its strokes thinned (`default_model`). Several --checkpoint
 answer as one model, each head's probabilities averaged over the nets (`AveragedNets`), which on other
 writers' digits reads better and is less often sure of a wrong answer than one net (results/README.md);
 `python -m mnist_adder.average` joins them into one file. Neither Lightning nor Hydra is imported, and

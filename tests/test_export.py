@@ -105,8 +105,8 @@ def test_the_export_command_writes_a_model_that_the_printed_command_answers_with
     assert result.stdout.startswith("notebooks/seven.png + 3: digit 7, sum 10 (")
 
 
-def test_nets_averaged_export_as_one_model_that_answers_as_they_do(tmp_path):
-    averaged = AveragedNets([net_of("dual"), net_of("fast")])
+def test_nets_averaged_export_as_one_model_that_answers_as_they_do_each_image_read_twice(tmp_path):
+    averaged = AveragedNets([net_of("dual"), net_of("fast")], views=("as given", "thinned"))
     image, number = inputs(5)
     got = ExportedModel(export(averaged, "onnx", tmp_path / "model.onnx")).run(image.numpy(), number.numpy())
     for name, a, b in zip(got, list(got.values()), expected(averaged, image, number), strict=True):
