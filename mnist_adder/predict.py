@@ -8,12 +8,11 @@
 An image is prepared the way MNIST's digits were (`mnist_adder.data.photos`). Without --checkpoint or
 --model, the newest best checkpoint trained under lightning_logs/ answers, and before any, the shipped
 model: lightning_logs/reference/averaged.ckpt, six nets averaged, each reading every image as given and
-with its strokes thinned (`default_model`). Several --checkpoint
-answer as one model, each head's probabilities averaged over the nets (`AveragedNets`), which on other
-writers' digits reads better and is less often sure of a wrong answer than one net (results/README.md);
-`python -m mnist_adder.average` joins them into one file. Neither Lightning nor Hydra is imported, and
-with --model (a file from `python -m mnist_adder.export`) not torch either: numpy, Pillow and
-onnxruntime are all it needs.
+with its strokes thinned (`default_model`). Several --checkpoint answer as one model, each head's
+probabilities averaged over the nets (`AveragedNets`), which on other writers' digits reads better and is
+less often sure of a wrong answer than one net (results/README.md); `python -m mnist_adder.average` joins
+them into one file. Neither Lightning nor Hydra is imported, and with --model (a file from `python -m
+mnist_adder.export`) not torch either: numpy, Pillow and onnxruntime are all it needs.
 """
 
 from __future__ import annotations

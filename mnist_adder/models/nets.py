@@ -388,9 +388,10 @@ class AveragedNets(AdderNet):
     `views`: how each net reads each image (`VIEWS`), the mean taken over every net and view; by default
     as given only. On digits no MNIST writer wrote, the average of a few nets reads better than any one of
     them and is less often sure of a wrong answer, and more so when each also reads the image with its
-    strokes thinned (results/README.md, "Several nets averaged"). Its `temperature` is the mean of the
-    nets' own. `python -m mnist_adder.average` writes the nets as one file that `load_net` reads (with
-    `--temperature fit`, at a temperature fit on the validation images). It is read, never trained.
+    strokes thinned (results/README.md, "Several nets averaged" and "Each image read as given and
+    thinned"). Its `temperature` is the mean of the nets' own. `python -m mnist_adder.average` writes the
+    nets as one file that `load_net` reads (with `--temperature fit`, at a temperature fit on the
+    validation images). It is read, never trained.
     """
 
     def __init__(self, nets: Sequence[AdderNet], views: Sequence[str] = ("as given",)) -> None:
