@@ -128,6 +128,12 @@ def check_shifts(shifts: int) -> int:
     return shifts
 
 
+def mean_of_probs(log_probs: Sequence[Tensor]) -> Tensor:
+    """The log of the mean of the probabilities whose logs (or logits) are `log_probs`, each (B, C)."""
+    parts = torch.stack([part.log_softmax(dim=1) for part in log_probs])
+    return parts.logsumexp(dim=0) - math.log(len(log_probs))
+
+
 class ShiftAverage(nn.Module):
     """Test-time augmentation around a backbone: (B, 1, 28, 28) images -> (B, 10) digit logits.
 
@@ -151,8 +157,7 @@ class ShiftAverage(nn.Module):
             image,
             *(image.roll(step, dims=dim) for dim in (-1, -2) for step in (self.shifts, -self.shifts)),
         ]
-        log_probs = torch.stack([self.net(view).log_softmax(dim=1) for view in views])
-        return log_probs.logsumexp(dim=0) - math.log(len(views))
+        return mean_of_probs([self.net(view) for view in views])
 
 
 def _add_net_prefix(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
@@ -359,12 +364,6 @@ class AdderNet(nn.Module):
         digit_probs = self.answer_log_probs(digit_logits, sum_logits, number).exp()
         sums = number[:, None] + torch.arange(DIGIT_CLASSES, device=number.device)
         return digit_probs, torch.zeros_like(sum_logits).scatter(1, sums, digit_probs)
-
-
-def mean_of_probs(log_probs: Sequence[Tensor]) -> Tensor:
-    """The log of the mean of the probabilities whose logs (or logits) are `log_probs`, each (B, C)."""
-    parts = torch.stack([part.log_softmax(dim=1) for part in log_probs])
-    return parts.logsumexp(dim=0) - math.log(len(log_probs))
 
 
 def thinned(image: Tensor) -> Tensor:
