@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,22 @@ def writable_folder(folder: Path, setting: str) -> None:
         reason = "a file" if folder.is_file() else error.strerror or type(error).__name__
         problem = f"{setting} {folder} is not a writable folder ({reason})"
         raise UserError(f"{problem}: set {setting} to one") from None
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A hidden temporary file in `path`'s folder to write instead of `path`, renamed over it (`os.replace`)
+    when the block ends: a write that fails or is interrupted leaves what was at `path` whole, and no
+    temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial",
+                                     delete=False) as file:  # fmt: skip
+        partial = Path(file.name)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class FromRecipe:

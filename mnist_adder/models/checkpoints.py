@@ -5,8 +5,9 @@
     digit, total = net.predict(images, numbers)   # (B, 1, 28, 28) normalised, (B,) int64 -> (B,), (B,)
     net = load_net(default_model())              # what predict and the demo answer with by default
 
-Checkpoints are written whole or not at all (`mnist_adder.runs.callbacks.AtomicCheckpointIO`); a file cut
-short some other way is called damaged, and the intact checkpoints beside it are named.
+Checkpoints are written whole or not at all (`mnist_adder.written_whole`, which training's
+`mnist_adder.runs.callbacks.AtomicCheckpointIO` uses too); a file cut short some other way is called
+damaged, and the intact checkpoints beside it are named.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mnist_adder import PROJECT_ROOT, UserError
+from mnist_adder import PROJECT_ROOT, UserError, written_whole
 from mnist_adder.models import current_name
 from mnist_adder.models.nets import AdderNet, AveragedNets, adder_net
 
@@ -266,11 +267,6 @@ def write_averaged(
         "runs": [the_run(Path(ckpt_path)) for ckpt_path in ckpt_paths],
         "state_dict": averaged.state_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    with written_whole(path) as partial:
         torch.save(contents, partial)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
     return averaged

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_adder import written_whole
 from mnist_adder.data.carry import digit_posteriors
 from mnist_adder.data.mnist import DIGIT_CLASSES, SUM_CLASSES
 from mnist_adder.runs.plugins import PRUNED_AT
@@ -27,21 +26,13 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: each checkpoint is written to a hidden temporary file in
-    its folder, then renamed over the old one (`os.replace`). A run killed while saving leaves the previous
-    checkpoint whole, never one cut short. (`trainer.plugins` in conf/trainer/default.yaml.)"""
+    """Lightning's checkpoint writer, made atomic (`written_whole`): each checkpoint is written to a hidden
+    temporary file in its folder, then renamed over the old one. A run killed while saving leaves the
+    previous checkpoint whole, never one cut short. (`trainer.plugins` in conf/trainer/default.yaml.)"""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial",
-                                         delete=False) as file:  # fmt: skip
-            partial = Path(file.name)
-        try:
+        with written_whole(Path(path)) as partial:
             super().save_checkpoint(checkpoint, partial, storage_options)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 class FitTimer(L.Callback):
