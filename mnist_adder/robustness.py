@@ -75,43 +75,65 @@ def lettered_sets() -> dict[str, tuple[list[Image.Image], Tensor]]:
     return sets
 
 
-def temperatures_table(log_probs: dict[str, Tensor], digits: Tensor, temperatures: list[float]) -> list[str]:
-    """What one temperature does for every set at once: for each of `temperatures`, and for the one fit
-    on the clean files and the one fit on every set pooled, the ECE on the clean files, the mean ECE over
-    the damaged ones, and the damaged sets' mistakes made with more than 90 % confidence, all of them.
-    `log_probs`: name -> (N, 10) the answers' log-probabilities at temperature 1 (`Scores.log_probs`) for
-    the images of `digits`, the clean files first."""
-    (clean, *damaged) = log_probs
-    pooled = torch.cat(list(log_probs.values())), digits.repeat(len(log_probs))
+def temperatures_table(answers: dict[str, tuple[Tensor, Tensor]], temperatures: list[float]) -> list[str]:
+    """What one temperature does for every set at once: for each of `temperatures`, for the one fit on the
+    clean files and for the one fit on every set pooled, the ECE on the clean files, then over the damaged
+    sets and over the lettered ones (`lettered_sets`, where the fonts are installed) the mean ECE and the
+    mistakes made with more than 90 % confidence, all of them. A last row fits each set's own temperature:
+    how few confident mistakes calibration alone can leave, were each kind of image known and calibrated.
+    `answers`: name -> ((N, 10) the answers' log-probabilities at temperature 1, `Scores.log_probs`; (N,)
+    digits), the clean files first, the lettered sets' names holding "lettered"."""
+    (clean, *others) = answers
+    groups = {
+        "damaged": [name for name in others if "lettered" not in name],
+        "lettered": [name for name in others if "lettered" in name],
+    }
+    pooled = (torch.cat([log_probs for log_probs, _ in answers.values()]),
+              torch.cat([digits for _, digits in answers.values()]))  # fmt: skip
     fitted = {
-        "fit on the clean files": fit_temperature(log_probs[clean], digits),
+        "fit on the clean files": fit_temperature(*answers[clean]),
         "fit on every set": fit_temperature(*pooled),
     }
-    rows = []
-    for label, temperature in [
-        *((f"{t:g}", t) for t in temperatures),
-        *((f"{t:.3f} ({name})", t) for name, t in fitted.items()),
-    ]:
-        eces, wrong, confident = [], 0, 0
-        for name in damaged:
-            probs = (log_probs[name] / temperature).softmax(dim=1)
-            confidence, answer = probs.max(dim=1)
-            eces.append(calibration_error(probs, digits))
-            wrong += int((answer != digits).sum())
-            confident += int(((answer != digits) & (confidence > CONFIDENT)).sum())
-        clean_ece = calibration_error((log_probs[clean] / temperature).softmax(dim=1), digits)
-        rows.append(
-            f"| {label} | {percent(clean_ece)} | {percent(sum(eces) / len(eces))} | {confident} of {wrong} |"
+    own = {name: fit_temperature(*answers[name]) for name in answers}
+
+    def figures(name: str, temperature: float) -> tuple[float, int, int]:
+        """One set's ECE, mistakes and confident mistakes at one temperature."""
+        log_probs, digits = answers[name]
+        probs = (log_probs / temperature).softmax(dim=1)
+        confidence, answer = probs.max(dim=1)
+        wrong = answer != digits
+        return (
+            calibration_error(probs, digits),
+            int(wrong.sum()),
+            int((wrong & (confidence > CONFIDENT)).sum()),
         )
+
+    rows = []
+    for label, temperature_of in [
+        *((f"{t:g}", dict.fromkeys(answers, t)) for t in temperatures),
+        *((f"{t:.3f} ({name})", dict.fromkeys(answers, t)) for name, t in fitted.items()),
+        (f"each set's own, fit on it ({min(own.values()):.2f}–{max(own.values()):.2f})", own),
+    ]:
+        cells = [percent(figures(clean, temperature_of[clean])[0])]
+        for names in groups.values():
+            if not names:
+                cells += ["-", "-"]
+                continue
+            eces, wrong, confident = zip(
+                *(figures(name, temperature_of[name]) for name in names), strict=True
+            )
+            cells += [percent(sum(eces) / len(eces)), f"{sum(confident)} of {sum(wrong)}"]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return [
         "## One temperature for every set",
         "",
-        f"The answers' ECE ({ECE_BINS} bins) at each temperature, on the clean files and over the "
-        f"{len(damaged)} damaged sets, and how many of the damaged sets' mistakes come with more than 90 % "
-        "confidence:",
+        f"The answers' ECE ({ECE_BINS} bins) at each temperature on the clean files, and over the "
+        f"{len(groups['damaged'])} damaged sets and the {len(groups['lettered'])} lettered ones the mean ECE "
+        "and how many of the mistakes come with more than 90 % confidence:",
         "",
-        "| temperature | ECE, clean files | mean ECE, damaged | mistakes > 90 % sure, damaged |",
-        "|---|---|---|---|",
+        "| temperature | ECE, clean files | mean ECE, damaged | mistakes > 90 % sure, damaged "
+        "| mean ECE, lettered | mistakes > 90 % sure, lettered |",
+        "|---|---|---|---|---|---|",
         *rows,
     ]
 
@@ -129,11 +151,11 @@ def report(
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
     rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
-    log_probs = {}
+    answers = {}  # name -> the answers' log-probabilities at temperature 1, and the digits
     for name, damage in DAMAGE.items():
         prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
         figures = score(net, prepared_images, digits)
-        log_probs[name] = figures.log_probs
+        answers[name] = figures.log_probs, digits
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
@@ -147,6 +169,7 @@ def report(
             figures = score(net, prepared_images, target)
             rows.append([named(name, blank), *figures.cells()])
             lettering.append(figures.answer_acc)
+            answers[name] = figures.log_probs, target
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
     options += f" --temperatures {' '.join(f'{t:g}' for t in temperatures)}" if temperatures else ""
     command = "python -m mnist_adder.robustness" + options
@@ -192,7 +215,7 @@ def report(
             f"(`mnist_adder.data.lettering`): {100 * sum(lettering) / len(lettering):.2f} %."
         )
     if temperatures:
-        lines += ["", *temperatures_table(log_probs, digits, temperatures)]
+        lines += ["", *temperatures_table(answers, temperatures)]
     return "\n".join(lines) + "\n"
 
 

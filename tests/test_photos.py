@@ -156,6 +156,9 @@ def test_the_validation_report_reads_the_split_training_holds_out(tmp_path, monk
     assert [row[0] for row in rows[:2]] == ["| 1", "| 4"] and "(fit on every set)" in rows[3][0]
     confident = [int(row[3].split(" of ")[0]) for row in rows]
     assert confident[1] <= confident[0]
+    # the last row fits each set's own: the clean files' at the one fit on them; no lettered sets here
+    assert rows[4][0].startswith("| each set's own, fit on it (") and rows[4][1] == rows[2][1]
+    assert rows[0][4:] == ["-", "- |"]
 
 
 @pytest.mark.mnist
