@@ -15,6 +15,7 @@ from mnist_adder.data.photos import (
     MNIST_STROKE_WIDTH,
     area_resize,
     bicubic_resize,
+    field_offset,
     flatten_light,
     ink_on_dark,
     max_pool3,
@@ -90,6 +91,17 @@ def test_a_fine_stroke_is_thickened_to_mnists_width_and_a_broad_one_left_alone()
     assert width(fine) < 1 and abs(width(thicken(fine)) - MNIST_STROKE_WIDTH) < 0.5
     broad = an_eight(80, 14).numpy() / np.float32(255)
     np.testing.assert_array_equal(thicken(broad), broad)
+
+
+def test_a_symmetric_digit_lands_on_the_same_pixels_whatever_the_last_bits_of_its_centre():
+    # a centre on a pixel's middle is halfway between two places: it takes the later on every CPU
+    assert [field_offset(9 + error, 19) for error in (-3e-7, 0, 3e-7)] == [5, 5, 5]
+    assert field_offset(9.4, 19) == field_offset(9.6, 19) == 4  # otherwise the nearer place
+    assert field_offset(-30, 5) == 23 and field_offset(30, 5) == 0  # as far as the field allows
+    bar = np.zeros((60, 60), dtype=np.float32)
+    bar[10:50, 20:26] = 1  # 40 x 6, scaled to 20 x 3: its centre on its middle column
+    field = to_mnist(bar)[0]
+    assert np.nonzero(field.max(axis=0) > field.min())[0].tolist() == [13, 14, 15]
 
 
 def test_the_damage_keeps_the_digit_and_makes_a_picture():

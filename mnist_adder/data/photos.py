@@ -33,6 +33,7 @@ PAPER_MARGIN = 0.1  # a pixel this much above the fitted paper is left out of th
 # MNIST's training digits: median 1.96; 10 % are thinner than 1.44.
 MNIST_STROKE_WIDTH, THINNEST_STROKE = 1.96, 1.44
 SMALLEST_SCAN = 6  # pixels on a digit's long side: a blocky enlargement of fewer is left blocky
+HALF_PIXEL_TIE = 1e-4  # of a pixel: a centre of mass this near halfway between two places takes the later
 
 
 def read_image(path: str) -> np.ndarray:
@@ -86,11 +87,19 @@ def to_mnist(
     mass = digit.sum()
     center_y = (digit.sum(axis=1) * np.arange(height)).sum() / mass
     center_x = (digit.sum(axis=0) * np.arange(width)).sum() / mass
-    top = min(max(round(14 - float(center_y) - 0.5), 0), 28 - height)
-    left = min(max(round(14 - float(center_x) - 0.5), 0), 28 - width)
+    top, left = field_offset(float(center_y), height), field_offset(float(center_x), width)
     field = np.zeros((28, 28), dtype=np.float32)
     field[top : top + height, left : left + width] = digit
     return ((field - np.float32(mean)) / np.float32(std))[None]
+
+
+def field_offset(center: float, side: int) -> int:
+    """Where a digit `side` pixels long starts in the 28-pixel field so that its centre of mass, `center`
+    pixels from its start, falls nearest the field's middle, as far as the field allows. A symmetric
+    digit's centre lies on the middle of one of its pixels, halfway between two places, where the last bits
+    of the arithmetic differ from one CPU to another: within `HALF_PIXEL_TIE` of such a tie the digit takes
+    the lower or right place, the same on every CPU."""
+    return min(max(math.floor(14 - center + HALF_PIXEL_TIE), 0), 28 - side)
 
 
 def flatten_light(pixels: np.ndarray, fits: int = 3) -> np.ndarray:
