@@ -75,26 +75,25 @@ def lettered_sets() -> dict[str, tuple[list[Image.Image], Tensor]]:
     return sets
 
 
-def temperatures_table(answers: dict[str, tuple[Tensor, Tensor]], temperatures: list[float]) -> list[str]:
+def temperatures_table(
+    damaged: dict[str, tuple[Tensor, Tensor]],
+    lettered: dict[str, tuple[Tensor, Tensor]],
+    temperatures: list[float],
+) -> list[str]:
     """What one temperature does for every set at once: for each of `temperatures`, for the one fit on the
     clean files and for the one fit on every set pooled, the ECE on the clean files, then over the damaged
     sets and over the lettered ones (`lettered_sets`, where the fonts are installed) the mean ECE and the
     mistakes made with more than 90 % confidence, all of them. A last row fits each set's own temperature:
     how few confident mistakes calibration alone can leave, were each kind of image known and calibrated.
-    `answers`: name -> ((N, 10) the answers' log-probabilities at temperature 1, `Scores.log_probs`; (N,)
-    digits), the clean files first, the lettered sets' names holding "lettered"."""
-    (clean, *others) = answers
-    groups = {
-        "damaged": [name for name in others if "lettered" not in name],
-        "lettered": [name for name in others if "lettered" in name],
-    }
+    Each set: name -> ((N, 10) the answers' log-probabilities at temperature 1, `Scores.log_probs`; (N,)
+    digits); `damaged` holds the clean files first."""
+    answers = {**damaged, **lettered}
+    (clean, *others) = damaged
+    groups = {"damaged": others, "lettered": list(lettered)}
     pooled = (torch.cat([log_probs for log_probs, _ in answers.values()]),
               torch.cat([digits for _, digits in answers.values()]))  # fmt: skip
-    fitted = {
-        "fit on the clean files": fit_temperature(*answers[clean]),
-        "fit on every set": fit_temperature(*pooled),
-    }
     own = {name: fit_temperature(*answers[name]) for name in answers}
+    fitted = {"fit on the clean files": own[clean], "fit on every set": fit_temperature(*pooled)}
 
     def figures(name: str, temperature: float) -> tuple[float, int, int]:
         """One set's ECE, mistakes and confident mistakes at one temperature."""
@@ -151,11 +150,12 @@ def report(
     images, digits = images[:limit], digits[:limit]
     mnist = "MNIST test" if split == "test" else "MNIST validation"
     rows, damaged = [[f"{mnist}, as tensors", *score(net, normalise(images), digits).cells()]], []
-    answers = {}  # name -> the answers' log-probabilities at temperature 1, and the digits
+    # name -> the answers' log-probabilities at temperature 1, and the digits: for `temperatures_table`
+    damaged_answers, lettered_answers = {}, {}
     for name, damage in DAMAGE.items():
         prepared_images, blank = prepared(damage(image) for image in images)  # one large picture at a time
         figures = score(net, prepared_images, digits)
-        answers[name] = figures.log_probs, digits
+        damaged_answers[name] = figures.log_probs, digits
         rows.append([named(f"{mnist}, {name}, as a file", blank), *figures.cells()])
         damaged.append(figures.answer_acc)
     if split == "test":
@@ -169,7 +169,7 @@ def report(
             figures = score(net, prepared_images, target)
             rows.append([named(name, blank), *figures.cells()])
             lettering.append(figures.answer_acc)
-            answers[name] = figures.log_probs, target
+            lettered_answers[name] = figures.log_probs, target
     options = (f" --split {split}" if split != "test" else "") + (f" --limit {limit}" if limit else "")
     options += f" --temperatures {' '.join(f'{t:g}' for t in temperatures)}" if temperatures else ""
     command = "python -m mnist_adder.robustness" + options
@@ -215,7 +215,7 @@ def report(
             f"(`mnist_adder.data.lettering`): {100 * sum(lettering) / len(lettering):.2f} %."
         )
     if temperatures:
-        lines += ["", *temperatures_table(answers, temperatures)]
+        lines += ["", *temperatures_table(damaged_answers, lettered_answers, temperatures)]
     return "\n".join(lines) + "\n"
 
 
